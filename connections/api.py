@@ -1,0 +1,197 @@
+"""REST API of connections: ``/api/mcp-connections``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from connections import selectors, services
+from connections.models import AuthType, Connection, Transport
+from gateway_project.api_errors import error_response
+from oauth.permissions import IsAdminOrReadOnly, api_membership
+
+NOT_FOUND = "MCP connection not found"
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    error = serializers.CharField()
+    details = serializers.DictField(required=False)
+
+
+class ConnectionOutSerializer(serializers.ModelSerializer[Connection]):
+    """A connection as the API shows it: the credential only as set / not set."""
+
+    tenantId = serializers.UUIDField(source="organization_id", read_only=True)
+    serverUrl = serializers.CharField(source="server_url")
+    authType = serializers.CharField(source="auth_type")
+    lastHealthCheckAt = serializers.DateTimeField(source="last_health_check_at", allow_null=True)
+    createdAt = serializers.DateTimeField(source="created_at")
+    updatedAt = serializers.DateTimeField(source="updated_at")
+    tokenSet = serializers.BooleanField(source="token_is_set")
+    headersSet = serializers.BooleanField(source="headers_are_set")
+
+    class Meta:
+        model = Connection
+        fields = [
+            "id",
+            "tenantId",
+            "name",
+            "serverUrl",
+            "transport",
+            "authType",
+            "status",
+            "instructions",
+            "lastHealthCheckAt",
+            "createdAt",
+            "updatedAt",
+            "tokenSet",
+            "headersSet",
+        ]
+        read_only_fields = fields
+
+
+class ConnectionInSerializer(serializers.Serializer[Any]):
+    """The writable fields; ``token`` and ``headers`` are write-only secrets.
+
+    Types are checked here; the rules (URL shape, unique names, bearer needs a
+    token) live in ``connections.services`` so the UI applies the same ones.
+    """
+
+    name = serializers.CharField(max_length=services.NAME_MAX, trim_whitespace=True)
+    serverUrl = serializers.CharField(max_length=services.URL_MAX)
+    transport = serializers.ChoiceField(choices=Transport.choices, required=False)
+    authType = serializers.ChoiceField(choices=AuthType.choices, required=False)
+    token = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, allow_null=True, trim_whitespace=True
+    )
+    headers = serializers.DictField(
+        child=serializers.CharField(allow_blank=True), write_only=True, required=False, allow_null=True
+    )
+    instructions = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=services.INSTRUCTIONS_MAX
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
+        if unknown:
+            raise serializers.ValidationError({field: ["Unknown field."] for field in unknown})
+        return attrs
+
+
+_FIELD_TO_ARG = {
+    "name": "name",
+    "serverUrl": "server_url",
+    "transport": "transport",
+    "authType": "auth_type",
+    "token": "token",
+    "headers": "headers",
+    "instructions": "instructions",
+}
+
+
+def _service_kwargs(data: dict[str, Any]) -> dict[str, Any]:
+    return {_FIELD_TO_ARG[key]: value for key, value in data.items()}
+
+
+def _body_object(request: Request) -> dict[str, Any] | Response:
+    if not isinstance(request.data, dict):
+        return error_response(400, "The request body must be a JSON object.")
+    return request.data
+
+
+class ConnectionListApi(APIView):
+    permission_classes = [IsAdminOrReadOnly]
+
+    @extend_schema(
+        operation_id="mcp_connections_list",
+        responses={
+            200: inline_serializer(
+                "ConnectionList", {"connections": ConnectionOutSerializer(many=True)}
+            ),
+            401: ErrorSerializer,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        membership = api_membership(request)
+        assert membership is not None
+        connections = selectors.connection_list(organization=membership.organization)
+        return Response({"connections": ConnectionOutSerializer(connections, many=True).data})
+
+    @extend_schema(
+        operation_id="mcp_connections_create",
+        request=ConnectionInSerializer,
+        responses={201: ConnectionOutSerializer, 400: ErrorSerializer, 403: ErrorSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        membership = api_membership(request)
+        assert membership is not None
+        body = _body_object(request)
+        if isinstance(body, Response):
+            return body
+        serializer = ConnectionInSerializer(data=body)
+        serializer.is_valid(raise_exception=True)
+        connection = services.connection_create(
+            organization=membership.organization, **_service_kwargs(serializer.validated_data)
+        )
+        return Response(ConnectionOutSerializer(connection).data, status=201)
+
+
+class ConnectionDetailApi(APIView):
+    permission_classes = [IsAdminOrReadOnly]
+
+    def _connection(self, request: Request, connection_id: str) -> Connection | None:
+        membership = api_membership(request)
+        assert membership is not None
+        return selectors.connection_get(
+            organization=membership.organization, connection_id=connection_id
+        )
+
+    @extend_schema(
+        operation_id="mcp_connections_retrieve",
+        responses={200: ConnectionOutSerializer, 404: ErrorSerializer},
+    )
+    def get(self, request: Request, connection_id: str) -> Response:
+        connection = self._connection(request, connection_id)
+        if connection is None:
+            return error_response(404, NOT_FOUND)
+        return Response(ConnectionOutSerializer(connection).data)
+
+    @extend_schema(
+        operation_id="mcp_connections_partial_update",
+        request=ConnectionInSerializer(partial=True),
+        responses={
+            200: ConnectionOutSerializer,
+            400: ErrorSerializer,
+            403: ErrorSerializer,
+            404: ErrorSerializer,
+        },
+    )
+    def patch(self, request: Request, connection_id: str) -> Response:
+        connection = self._connection(request, connection_id)
+        if connection is None:
+            return error_response(404, NOT_FOUND)
+        body = _body_object(request)
+        if isinstance(body, Response):
+            return body
+        serializer = ConnectionInSerializer(data=body, partial=True)
+        serializer.is_valid(raise_exception=True)
+        connection = services.connection_update(
+            connection=connection, **_service_kwargs(serializer.validated_data)
+        )
+        return Response(ConnectionOutSerializer(connection).data)
+
+    @extend_schema(
+        operation_id="mcp_connections_destroy",
+        responses={204: OpenApiResponse(description="Deleted"), 404: ErrorSerializer},
+    )
+    def delete(self, request: Request, connection_id: str) -> Response:
+        connection = self._connection(request, connection_id)
+        if connection is None:
+            return error_response(404, NOT_FOUND)
+        services.connection_delete(connection=connection)
+        return Response(status=204)

@@ -1,0 +1,91 @@
+"""One error shape for the whole REST API: ``{"error": "<message>", "details"?: {...}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+def error_response(status: int, message: str, details: dict[str, Any] | None = None) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if details:
+        body["details"] = details
+    return Response(body, status=status)
+
+
+def _flatten(detail: Any) -> Any:
+    """DRF's ErrorDetail tree as plain strings and lists."""
+    if isinstance(detail, dict):
+        return {str(key): _flatten(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_flatten(item) for item in detail]
+    return str(detail)
+
+
+def _validation_details(exc: DjangoValidationError) -> dict[str, list[str]]:
+    if hasattr(exc, "error_dict"):
+        return {field: [str(m) for e in errors for m in e.messages] for field, errors in exc.error_dict.items()}
+    return {"nonField": [str(m) for m in exc.messages]}
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Turn every API exception into the gateway's error body."""
+    if isinstance(exc, DjangoValidationError):
+        details = _validation_details(exc)
+        return error_response(400, _summary(details), details)
+    if isinstance(exc, Http404):
+        message = str(exc) if str(exc) and not str(exc).startswith("No ") else "Not found."
+        return error_response(404, message)
+    if isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = exception_handler(exc, context)
+    if response is None:
+        return None  # unexpected: ApiErrorMiddleware answers 500 in the same shape
+    if isinstance(exc, exceptions.ValidationError):
+        details = _flatten(exc.detail)
+        if not isinstance(details, dict):
+            details = {"nonField": details if isinstance(details, list) else [details]}
+        response.data = {"error": _summary(details), "details": details}
+    elif isinstance(exc, exceptions.ParseError):
+        response.data = {"error": f"The request body is not valid JSON: {_parse_reason(exc)}"}
+    elif isinstance(exc, exceptions.UnsupportedMediaType):
+        response.data = {"error": _unsupported(exc)}
+    elif isinstance(exc, exceptions.Throttled):
+        wait = f" Try again in {int(exc.wait)} seconds." if exc.wait is not None else ""
+        response.data = {"error": f"Too many requests.{wait}"}
+    elif isinstance(exc, exceptions.MethodNotAllowed):
+        response.data = {"error": f"Method {context['request'].method} is not allowed here."}
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        response.data = {"error": str(_flatten(detail))}
+    return response
+
+
+def _summary(details: dict[str, Any]) -> str:
+    fields = ", ".join(details)
+    first = next(iter(details.values()), [""])
+    first_message = first[0] if isinstance(first, list) and first else str(first)
+    if list(details) == ["nonField"]:
+        return str(first_message)
+    return f"Invalid input ({fields}): {first_message}"
+
+
+def _parse_reason(exc: exceptions.ParseError) -> str:
+    text = str(exc.detail)
+    return text.removeprefix("JSON parse error - ")
+
+
+def _unsupported(exc: exceptions.UnsupportedMediaType) -> str:
+    media = str(exc.detail).removeprefix('Unsupported media type "').split('"')[0]
+    return f"Send the body as application/json (got {media!r})."
+
+
+def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Unknown URLs under /api/ answer in the API's error shape."""
+    return JsonResponse({"error": f"No API route matches {request.path}."}, status=404)

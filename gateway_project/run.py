@@ -1,0 +1,116 @@
+"""``python -m gateway_project.run`` (what ``make run`` calls): the whole gateway in one command.
+
+Migrates, creates the admin account if there is none, loads the demo (unless
+``GATEWAY_DEMO=false``), then starts and supervises daphne (web UI, API, MCP
+transport), a Celery worker with the beat scheduler embedded, and the demo
+upstream MCP server. Ctrl-C, SIGTERM, or any of them exiting stops them all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+STOP_GRACE_SECONDS = 10
+
+
+def _prepare() -> None:
+    import django
+    from django.conf import settings
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("ensure_admin")
+    if settings.GATEWAY_DEMO:
+        call_command("load_demo")
+
+
+def _commands() -> list[tuple[str, list[str]]]:
+    from django.conf import settings
+
+    python = sys.executable
+    bind = os.environ.get("GATEWAY_BIND", "127.0.0.1")
+    commands = [
+        (
+            "web",
+            [python, "-m", "daphne", "-b", bind, "-p", str(settings.PORT),
+             "--proxy-headers", "gateway_project.asgi:application"],
+        ),
+        (
+            "worker",
+            [python, "-m", "celery", "-A", "gateway_project", "worker", "--beat",
+             "--loglevel", "INFO", "--concurrency", "2",
+             "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
+        ),
+    ]
+    if settings.GATEWAY_DEMO:
+        commands.append(
+            (
+                "demo-upstream",
+                [python, "-m", "connections.demo.upstream", "streamable-http",
+                 str(settings.GATEWAY_DEMO_PORT)],
+            )
+        )
+    return commands
+
+
+def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def main() -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+    _prepare()
+    from django.conf import settings
+
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    for name, command in _commands():
+        # Own process group: Ctrl-C reaches us once, and we stop the children in order.
+        children[name] = subprocess.Popen(command, start_new_session=True)  # noqa: S603
+    print(
+        f"\n  MCP gateway: {settings.GATEWAY_PUBLIC_URL}/  (sign in as "
+        f"{settings.GATEWAY_ADMIN_USERNAME!r}; Ctrl-C stops everything)\n",
+        flush=True,
+    )
+    exit_code = 0
+    try:
+        while not stopping:
+            for name, child in children.items():
+                code = child.poll()
+                if code is not None:
+                    print(f"{name} exited with status {code}; stopping the gateway.", flush=True)
+                    exit_code = code or 1
+                    stopping = True
+                    break
+            time.sleep(0.5)
+    finally:
+        print("Stopping…", flush=True)
+        _stop(children)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

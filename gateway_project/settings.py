@@ -1,0 +1,324 @@
+"""Settings of the MCP gateway, read from environment variables.
+
+With no variable set the gateway runs on embedded defaults: SQLite, the
+in-memory channel layer, a local-memory cache and a file-based Celery broker,
+all kept in a data folder it creates (``./data``, or ``GATEWAY_DATA_DIR``).
+``DATABASE_URL`` switches to Postgres and ``REDIS_URL`` to Redis for the channel
+layer, the Celery broker and the cache. ``GATEWAY_PRODUCTION=true`` refuses to
+start without a real secret key, encryption keys, allowed hosts, Postgres and Redis.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import dj_database_url
+import django_stubs_ext
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
+from gateway_project.env import env_bool, env_int, env_list, env_str, env_url
+
+# Lets generic classes such as ModelAdmin[Model] be subscripted at run time.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+PRODUCTION = env_bool("GATEWAY_PRODUCTION", False)
+DEBUG = env_bool("GATEWAY_DEBUG", False)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("GATEWAY_DEBUG must be off when GATEWAY_PRODUCTION is on")
+
+DATA_DIR = Path(env_str("GATEWAY_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _generated_secret(filename: str, make: Any) -> str:
+    """Read a secret kept in the data folder, creating it (mode 600) on first use."""
+    path = DATA_DIR / filename
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(make())
+    return path.read_text().strip()
+
+
+# --- secrets ---------------------------------------------------------------
+
+SECRET_KEY = env_str("GATEWAY_SECRET_KEY")
+if PRODUCTION:
+    if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or "insecure" in SECRET_KEY:
+        raise ImproperlyConfigured(
+            "GATEWAY_SECRET_KEY must be set to a random value of at least 50 characters "
+            "in production"
+        )
+elif not SECRET_KEY:
+    SECRET_KEY = _generated_secret("secret_key", lambda: secrets.token_urlsafe(64))
+
+# Fernet keys for secrets at rest. The first key encrypts; all of them decrypt,
+# so a key is rotated by putting a new one first and running
+# `manage.py rotate_encryption_keys` before dropping the old one.
+GATEWAY_ENCRYPTION_KEYS = env_list("GATEWAY_ENCRYPTION_KEYS")
+if not GATEWAY_ENCRYPTION_KEYS:
+    if PRODUCTION:
+        raise ImproperlyConfigured("GATEWAY_ENCRYPTION_KEYS must be set in production")
+    GATEWAY_ENCRYPTION_KEYS = [
+        _generated_secret("encryption_key", lambda: Fernet.generate_key().decode())
+    ]
+for _index, _key in enumerate(GATEWAY_ENCRYPTION_KEYS):
+    try:
+        Fernet(_key)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"GATEWAY_ENCRYPTION_KEYS item {_index + 1} is not a Fernet key "
+            "(32 url-safe base64-encoded bytes)"
+        ) from None
+
+# --- hosts and URLs ----------------------------------------------------------
+
+PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+GATEWAY_PUBLIC_URL = env_url(
+    "GATEWAY_PUBLIC_URL", f"http://127.0.0.1:{PORT}", schemes=("http", "https")
+).rstrip("/")
+_public = urlsplit(GATEWAY_PUBLIC_URL)
+
+ALLOWED_HOSTS = env_list("GATEWAY_ALLOWED_HOSTS")
+if not ALLOWED_HOSTS:
+    if PRODUCTION:
+        raise ImproperlyConfigured("GATEWAY_ALLOWED_HOSTS must be set in production")
+    ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]", "testserver", _public.hostname or ""]
+
+CSRF_TRUSTED_ORIGINS = env_list(
+    "GATEWAY_CSRF_TRUSTED_ORIGINS", [f"{_public.scheme}://{_public.netloc}"]
+)
+if env_bool("GATEWAY_TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if _public.scheme == "https":
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+# --- services ------------------------------------------------------------
+
+DATABASE_URL = env_url("DATABASE_URL", schemes=("postgres", "postgresql"))
+REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss"))
+if PRODUCTION and not DATABASE_URL:
+    raise ImproperlyConfigured("DATABASE_URL (postgres://...) must be set in production")
+if PRODUCTION and not REDIS_URL:
+    raise ImproperlyConfigured("REDIS_URL (redis://...) must be set in production")
+
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "gateway.sqlite3",
+            # WAL lets the web server, the worker and beat share the file.
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("GATEWAY_CACHE_PREFIX", "gateway"),
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": "gateway:channels"},
+        }
+    }
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # Kombu's file transport: the worker and beat share a folder, no server needed.
+    _broker_dir = DATA_DIR / "broker"
+    (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "store_processed": False,
+    }
+
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE: dict[str, Any] = {}
+CELERY_TASK_ALWAYS_EAGER = env_bool("GATEWAY_CELERY_EAGER", False)
+
+# --- Django ----------------------------------------------------------------
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "oauth2_provider",
+    "channels",
+    "oauth",
+    "connections",
+    "endpoints",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "oauth.middleware.OrganizationMiddleware",
+    "gateway_project.middleware.ApiErrorMiddleware",
+]
+
+ROOT_URLCONF = "gateway_project.urls"
+ASGI_APPLICATION = "gateway_project.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "oauth.context_processors.organization",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
+
+# --- REST API ---------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "oauth.authentication.ApiTokenAuthentication",
+        "oauth.authentication.OrganizationSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["oauth.permissions.IsOrganizationMember"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("GATEWAY_API_ANON_RATE", "60/minute"),
+        "user": env_str("GATEWAY_API_USER_RATE", "1200/minute"),
+    },
+    "EXCEPTION_HANDLER": "gateway_project.api_errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "MCP Gateway API",
+    "DESCRIPTION": (
+        "Manage the upstream MCP servers (connections) of an organisation. "
+        "Authenticate with `Authorization: Bearer <API token>`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- OAuth for AI clients ------------------------------------------------------
+# The token models are swapped for the gateway's own before the first migration,
+# so later OAuth work (grants with an access duration, resource binding) extends
+# them with ordinary migrations.
+
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth.OAuthApplication"
+OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth.OAuthAccessToken"
+OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oauth.OAuthRefreshToken"
+OAUTH2_PROVIDER_GRANT_MODEL = "oauth.OAuthGrant"
+OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth.OAuthIDToken"
+OAUTH2_PROVIDER = {
+    "SCOPES": {"mcp": "Use MCP tools through the gateway"},
+    "DEFAULT_SCOPES": ["mcp"],
+    "PKCE_REQUIRED": True,
+}
+
+# --- gateway ---------------------------------------------------------------
+
+GATEWAY_ADMIN_USERNAME = env_str("GATEWAY_ADMIN_USERNAME", "admin")
+GATEWAY_ADMIN_PASSWORD = env_str("GATEWAY_ADMIN_PASSWORD")
+GATEWAY_ORGANIZATION_NAME = env_str("GATEWAY_ORGANIZATION_NAME", "My organisation")
+GATEWAY_DEMO = env_bool("GATEWAY_DEMO", not PRODUCTION)
+GATEWAY_DEMO_PORT = env_int("GATEWAY_DEMO_PORT", 8765, minimum=1, maximum=65535)
+GATEWAY_ALLOW_PRIVATE_UPSTREAMS = env_bool("GATEWAY_ALLOW_PRIVATE_UPSTREAMS", not PRODUCTION)
+GATEWAY_ALLOW_STDIO = env_bool("GATEWAY_ALLOW_STDIO", False)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("GATEWAY_LOG_LEVEL", "INFO").upper()},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,65 @@
+"""URL routes of the web side (everything but the MCP transport, which asgi.py routes)."""
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from connections import api as connections_api
+from connections import views as connections_views
+from endpoints import views as endpoints_views
+from gateway_project.api_errors import api_not_found
+from oauth import views as oauth_views
+
+api_urlpatterns = [
+    path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path(
+        "api/mcp-connections",
+        connections_api.ConnectionListApi.as_view(),
+        name="api-connection-list",
+    ),
+    path(
+        "api/mcp-connections/<str:connection_id>",
+        connections_api.ConnectionDetailApi.as_view(),
+        name="api-connection-detail",
+    ),
+    re_path(r"^api/", api_not_found),
+]
+
+ui_urlpatterns = [
+    path("", endpoints_views.dashboard_view, name="dashboard"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(template_name="login.html", redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("organizations/switch", oauth_views.organization_switch_view, name="organization-switch"),
+    path("settings/api-tokens", oauth_views.api_token_list_view, name="api-tokens"),
+    path(
+        "settings/api-tokens/<str:token_id>/revoke",
+        oauth_views.api_token_revoke_view,
+        name="api-token-revoke",
+    ),
+    path("connections/", connections_views.connection_list_view, name="connection-list"),
+    path("connections/new", connections_views.connection_create_view, name="connection-create"),
+    path(
+        "connections/<str:connection_id>",
+        connections_views.connection_detail_view,
+        name="connection-detail",
+    ),
+    path(
+        "connections/<str:connection_id>/edit",
+        connections_views.connection_edit_view,
+        name="connection-edit",
+    ),
+    path(
+        "connections/<str:connection_id>/delete",
+        connections_views.connection_delete_view,
+        name="connection-delete",
+    ),
+    path("django-admin/", admin.site.urls),
+]
+
+urlpatterns = api_urlpatterns + ui_urlpatterns

@@ -1,0 +1,132 @@
+"""People and access: organisations, memberships, API tokens and OAuth storage.
+
+The OAuth models swap django-oauth-toolkit's defaults for the gateway's own so
+that the authorization of AI clients can extend them with plain migrations.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from oauth2_provider.models import (
+    AbstractAccessToken,
+    AbstractApplication,
+    AbstractGrant,
+    AbstractIDToken,
+    AbstractRefreshToken,
+)
+
+
+class Organization(models.Model):
+    """A tenant: every connection, endpoint and log record belongs to one."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    AUDITOR = "auditor", "Auditor"
+
+
+class Membership(models.Model):
+    """A user's role in one organisation: admin manages, member uses, auditor reads logs."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user"], name="membership_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+class ApiToken(models.Model):
+    """A bearer token for the REST API, acting for its user in one organisation.
+
+    Only a SHA-256 hash of the token is stored; the token itself is shown once,
+    when it is created. ``prefix`` (the first characters) identifies it in lists.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class OAuthApplication(AbstractApplication):
+    """An OAuth client (an AI client such as Claude or an agent)."""
+
+    class Meta(AbstractApplication.Meta):
+        verbose_name = "OAuth application"
+
+
+class OAuthGrant(AbstractGrant):
+    """An authorization code issued to a client, before it is exchanged for tokens."""
+
+    class Meta(AbstractGrant.Meta):
+        verbose_name = "OAuth grant"
+
+
+class OAuthIDToken(AbstractIDToken):
+    """An OpenID Connect ID token."""
+
+    class Meta(AbstractIDToken.Meta):
+        verbose_name = "OAuth ID token"
+
+
+class OAuthAccessToken(AbstractAccessToken):
+    """An access token a client presents on an MCP endpoint."""
+
+    class Meta(AbstractAccessToken.Meta):
+        verbose_name = "OAuth access token"
+
+
+class OAuthRefreshToken(AbstractRefreshToken):
+    """A refresh token, rotated on every use."""
+
+    class Meta(AbstractRefreshToken.Meta):
+        verbose_name = "OAuth refresh token"

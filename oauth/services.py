@@ -1,0 +1,118 @@
+"""Writes of organisations, memberships and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from oauth.models import ApiToken, Membership, Organization, Role
+
+API_TOKEN_PREFIX = "gwt_"
+# Writing last_used_at on every request would turn reads into writes; once a minute is enough.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def organization_create(*, name: str, slug: str | None = None) -> Organization:
+    """Create an organisation; the slug defaults to one made from the name."""
+    name = name.strip()
+    slug = slugify(slug or name)[:100]
+    if not name or not slug:
+        raise ValidationError({"name": ["Give the organisation a name."]})
+    if Organization.objects.filter(slug=slug).exists():
+        raise ValidationError({"slug": [f"An organisation with the slug {slug!r} exists."]})
+    return Organization.objects.create(name=name, slug=slug)
+
+
+def membership_set(*, organization: Organization, user: AbstractBaseUser, role: str) -> Membership:
+    """Make the user a member of the organisation with the role (or change the role)."""
+    if role not in Role.values:
+        raise ValidationError({"role": [f"Choose one of: {', '.join(Role.values)}."]})
+    membership, _ = Membership.objects.update_or_create(
+        organization=organization, user=user, defaults={"role": role}
+    )
+    return membership
+
+
+def _token_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def api_token_create(
+    *, organization: Organization, user: AbstractBaseUser, name: str
+) -> tuple[ApiToken, str]:
+    """Create an API token for the user in the organisation.
+
+    Returns the stored token and the raw token string, which is shown once and
+    never stored.
+    """
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": ["Give the token a name, e.g. the script that uses it."]})
+    if len(name) > 100:
+        raise ValidationError({"name": ["Use at most 100 characters."]})
+    if not Membership.objects.filter(organization=organization, user=user).exists():
+        raise ValidationError({"user": ["The user is not a member of this organisation."]})
+    raw = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        organization=organization,
+        user=user,
+        name=name,
+        prefix=raw[: len(API_TOKEN_PREFIX) + 6],
+        token_hash=_token_hash(raw),
+    )
+    return token, raw
+
+
+def api_token_authenticate(*, raw: str) -> ApiToken | None:
+    """The active token matching ``raw`` (with its user and organisation), or None.
+
+    Records when the token was last used, at most once a minute.
+    """
+    if not raw.startswith(API_TOKEN_PREFIX) or len(raw) > 200:
+        return None
+    token = (
+        ApiToken.objects.select_related("user", "organization")
+        .filter(token_hash=_token_hash(raw), revoked_at__isnull=True)
+        .first()
+    )
+    if token is None or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
+@transaction.atomic
+def api_token_revoke(*, token: ApiToken) -> ApiToken:
+    """Revoke a token; it stops working at once."""
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
+
+
+def user_ensure_admin(*, username: str, password: str | None) -> tuple[AbstractBaseUser, str | None]:
+    """Create the first admin account if no superuser exists.
+
+    Returns the user and the password when one was generated (to print once),
+    else None. An existing account is left as it is.
+    """
+    User = get_user_model()
+    existing = User.objects.filter(is_superuser=True).order_by("pk").first()
+    if existing is not None:
+        return existing, None
+    generated = None
+    if not password:
+        password = generated = secrets.token_urlsafe(12)
+    user = User.objects.create_superuser(username=username, email="", password=password)
+    return user, generated

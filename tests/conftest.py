@@ -1,0 +1,78 @@
+"""Shared fixtures: organisations, people with roles, and authenticated API clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from oauth.models import Membership, Organization, Role
+from oauth.services import api_token_create
+from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache():
+    """Throttle counters and cached lookups must not leak between tests."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@dataclass
+class Person:
+    membership: Membership
+    token: str
+
+    @property
+    def user(self):
+        return self.membership.user
+
+    @property
+    def organization(self) -> Organization:
+        return self.membership.organization
+
+    def api(self) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {self.token}")
+        return client
+
+
+def make_person(organization: Organization, role: str, username: str) -> Person:
+    membership = MembershipFactory(
+        organization=organization, user=UserFactory(username=username), role=role
+    )
+    _, raw = api_token_create(organization=organization, user=membership.user, name="tests")
+    return Person(membership=membership, token=raw)
+
+
+@pytest.fixture
+def org(db) -> Organization:
+    return OrganizationFactory(name="Acme", slug="acme")
+
+
+@pytest.fixture
+def other_org(db) -> Organization:
+    return OrganizationFactory(name="Globex", slug="globex")
+
+
+@pytest.fixture
+def admin(org) -> Person:
+    return make_person(org, Role.ADMIN, "alice")
+
+
+@pytest.fixture
+def member(org) -> Person:
+    return make_person(org, Role.MEMBER, "bob")
+
+
+@pytest.fixture
+def auditor(org) -> Person:
+    return make_person(org, Role.AUDITOR, "carol")
+
+
+@pytest.fixture
+def other_admin(other_org) -> Person:
+    return make_person(other_org, Role.ADMIN, "mallory")
