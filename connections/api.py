@@ -70,14 +70,21 @@ class ConnectionInSerializer(serializers.Serializer[Any]):
         write_only=True, required=False, allow_blank=True, allow_null=True, trim_whitespace=True
     )
     headers = serializers.DictField(
-        child=serializers.CharField(allow_blank=True), write_only=True, required=False, allow_null=True
+        child=serializers.CharField(allow_blank=True),
+        write_only=True,
+        required=False,
+        allow_null=True,
     )
     instructions = serializers.CharField(
         required=False, allow_null=True, allow_blank=True, max_length=services.INSTRUCTIONS_MAX
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
+        unknown = (
+            sorted(set(self.initial_data) - set(self.fields))
+            if isinstance(self.initial_data, dict)
+            else []
+        )
         if unknown:
             raise serializers.ValidationError({field: ["Unknown field."] for field in unknown})
         return attrs

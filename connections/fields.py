@@ -33,11 +33,15 @@ class UnreadableSecret:
         return hash(self.ciphertext)
 
 
-class EncryptedJSONField(models.TextField):  # type: ignore[type-arg]
+class EncryptedJSONField(models.TextField[Any, Any]):
     """Stores ``json.dumps(value)`` encrypted with the gateway's Fernet keys.
 
     The column holds only ciphertext; the plaintext exists in memory only.
     """
+
+    # Tell django-stubs the Python-side type: any JSON value, not str.
+    _pyi_private_set_type: Any
+    _pyi_private_get_type: Any
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
         if value is None or value == "":
@@ -45,7 +49,9 @@ class EncryptedJSONField(models.TextField):  # type: ignore[type-arg]
         try:
             return json.loads(secret_decrypt(value))
         except SecretUnreadable:
-            logger.warning("A stored secret (%s) cannot be decrypted with the configured keys", self)
+            logger.warning(
+                "A stored secret (%s) cannot be decrypted with the configured keys", self
+            )
             return UnreadableSecret(value)
 
     def get_prep_value(self, value: Any) -> Any:

@@ -43,7 +43,11 @@ class ConnectionForm(forms.Form):
         label="Extra headers",
         required=False,
         widget=forms.Textarea(
-            attrs={"rows": 3, "placeholder": "X-Api-Version: 2\nX-Tenant: acme", "autocomplete": "off"}
+            attrs={
+                "rows": 3,
+                "placeholder": "X-Api-Version: 2\nX-Tenant: acme",
+                "autocomplete": "off",
+            }
         ),
         help_text="One 'Name: value' per line. Stored encrypted; never shown again.",
     )

@@ -47,7 +47,8 @@ class Connection(models.Model):
     status = models.CharField(
         max_length=16, choices=ConnectionStatus.choices, default=ConnectionStatus.UNKNOWN
     )
-    instructions = models.TextField(null=True, blank=True)
+    # The API distinguishes "no instructions" (null) from text, hence null on a text field.
+    instructions = models.TextField(null=True, blank=True)  # noqa: DJ001
     last_health_check_at = models.DateTimeField(null=True, blank=True)
     credential = EncryptedJSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -15,14 +15,18 @@ def connection_list(*, organization: Organization) -> QuerySet[Connection]:
     return Connection.objects.filter(organization=organization).order_by("name")
 
 
-def connection_get(*, organization: Organization, connection_id: str | uuid.UUID) -> Connection | None:
+def connection_get(
+    *, organization: Organization, connection_id: str | uuid.UUID
+) -> Connection | None:
     """One connection of the organisation, or None.
 
     A malformed id, a missing id and another organisation's id all give None, so
     callers answer the same 404 for each and ids leak nothing across tenants.
     """
     try:
-        key = connection_id if isinstance(connection_id, uuid.UUID) else uuid.UUID(str(connection_id))
+        key = (
+            connection_id if isinstance(connection_id, uuid.UUID) else uuid.UUID(str(connection_id))
+        )
     except ValueError:
         return None
     return Connection.objects.filter(organization=organization, pk=key).first()

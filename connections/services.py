@@ -110,7 +110,9 @@ def _clean_token(token: Any, errors: dict[str, list[str]]) -> str | None:
     if len(token) > TOKEN_MAX:
         errors.setdefault("token", []).append(f"Use at most {TOKEN_MAX} characters.")
     elif any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in token):
-        errors.setdefault("token", []).append("The token cannot contain spaces or control characters.")
+        errors.setdefault("token", []).append(
+            "The token cannot contain spaces or control characters."
+        )
     return token or None
 
 
@@ -126,7 +128,9 @@ def _clean_headers(headers: Any, errors: dict[str, list[str]]) -> dict[str, str]
     seen: set[str] = set()
     for name, value in headers.items():
         if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            errors.setdefault("headers", []).append(f"{str(name)[:40]!r} is not a valid header name.")
+            errors.setdefault("headers", []).append(
+                f"{str(name)[:40]!r} is not a valid header name."
+            )
             continue
         lowered = name.lower()
         if lowered in RESERVED_HEADERS:
@@ -164,7 +168,11 @@ def _clean_instructions(instructions: Any, errors: dict[str, list[str]]) -> str 
 
 
 def _check_name_free(
-    *, organization: Organization, name: str, exclude: Connection | None, errors: dict[str, list[str]]
+    *,
+    organization: Organization,
+    name: str,
+    exclude: Connection | None,
+    errors: dict[str, list[str]],
 ) -> None:
     if not name or "name" in errors:
         return
@@ -246,7 +254,9 @@ def connection_update(
     """
     errors: dict[str, list[str]] = {}
     new_name = connection.name if name is UNSET else _clean_name(name, errors)
-    new_url = connection.server_url if server_url is UNSET else _clean_server_url(server_url, errors)
+    new_url = (
+        connection.server_url if server_url is UNSET else _clean_server_url(server_url, errors)
+    )
     new_transport = (
         connection.transport
         if transport is UNSET
@@ -263,17 +273,19 @@ def connection_update(
         else _clean_instructions(instructions, errors)
     )
     unreadable = connection.credential_unreadable
-    if (token is not UNSET or headers is not UNSET) and unreadable:
-        # A partial change would have to merge with a secret we cannot read.
-        if token is UNSET or headers is UNSET:
-            errors.setdefault("token", []).append(
-                "The stored credential cannot be decrypted with the configured keys; "
-                "give both the token and the headers again."
-            )
+    # A change of only the token or only the headers would have to merge with a
+    # secret we cannot read.
+    if unreadable and (token is UNSET) != (headers is UNSET):
+        errors.setdefault("token", []).append(
+            "The stored credential cannot be decrypted with the configured keys; "
+            "give both the token and the headers again."
+        )
     new_token = connection.token if token is UNSET else _clean_token(token, errors)
     new_headers = connection.headers if headers is UNSET else _clean_headers(headers, errors)
     keep_unreadable = unreadable and token is UNSET and headers is UNSET
-    _check_auth(auth_type=new_auth, token=new_token, errors=errors, token_unreadable=keep_unreadable)
+    _check_auth(
+        auth_type=new_auth, token=new_token, errors=errors, token_unreadable=keep_unreadable
+    )
     _check_name_free(
         organization=connection.organization, name=new_name, exclude=connection, errors=errors
     )

@@ -30,7 +30,10 @@ def _flatten(detail: Any) -> Any:
 
 def _validation_details(exc: DjangoValidationError) -> dict[str, list[str]]:
     if hasattr(exc, "error_dict"):
-        return {field: [str(m) for e in errors for m in e.messages] for field, errors in exc.error_dict.items()}
+        return {
+            field: [str(m) for e in errors for m in e.messages]
+            for field, errors in exc.error_dict.items()
+        }
     return {"nonField": [str(m) for m in exc.messages]}
 
 
@@ -57,7 +60,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     elif isinstance(exc, exceptions.UnsupportedMediaType):
         response.data = {"error": _unsupported(exc)}
     elif isinstance(exc, exceptions.Throttled):
-        wait = f" Try again in {int(exc.wait)} seconds." if exc.wait is not None else ""
+        seconds = getattr(exc, "wait", None)
+        wait = f" Try again in {int(seconds)} seconds." if seconds is not None else ""
         response.data = {"error": f"Too many requests.{wait}"}
     elif isinstance(exc, exceptions.MethodNotAllowed):
         response.data = {"error": f"Method {context['request'].method} is not allowed here."}

@@ -15,6 +15,6 @@ from django.urls import re_path  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": URLRouter([re_path(r"", django_asgi_app)]),
+        "http": URLRouter([re_path(r"", django_asgi_app)]),  # type: ignore[arg-type]
     }
 )

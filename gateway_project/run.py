@@ -38,22 +38,48 @@ def _commands() -> list[tuple[str, list[str]]]:
     commands = [
         (
             "web",
-            [python, "-m", "daphne", "-b", bind, "-p", str(settings.PORT),
-             "--proxy-headers", "gateway_project.asgi:application"],
+            [
+                python,
+                "-m",
+                "daphne",
+                "-b",
+                bind,
+                "-p",
+                str(settings.PORT),
+                "--proxy-headers",
+                "gateway_project.asgi:application",
+            ],
         ),
         (
             "worker",
-            [python, "-m", "celery", "-A", "gateway_project", "worker", "--beat",
-             "--loglevel", "INFO", "--concurrency", "2",
-             "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "gateway_project",
+                "worker",
+                "--beat",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+                "--schedule",
+                settings.CELERY_BEAT_SCHEDULE_FILENAME,
+            ],
         ),
     ]
     if settings.GATEWAY_DEMO:
         commands.append(
             (
                 "demo-upstream",
-                [python, "-m", "connections.demo.upstream", "streamable-http",
-                 str(settings.GATEWAY_DEMO_PORT)],
+                [
+                    python,
+                    "-m",
+                    "connections.demo.upstream",
+                    "streamable-http",
+                    str(settings.GATEWAY_DEMO_PORT),
+                ],
             )
         )
     return commands

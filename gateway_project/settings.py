@@ -114,7 +114,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "gateway.sqlite3",
+            "NAME": str(DATA_DIR / "gateway.sqlite3"),
             # WAL lets the web server, the worker and beat share the file.
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",

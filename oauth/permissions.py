@@ -17,9 +17,9 @@ def api_membership(request: Request) -> Membership | None:
     (gone if the user was removed from it). With the session: the organisation
     chosen in the UI.
     """
-    cached = getattr(request, "_gateway_membership", False)
-    if cached is not False:
-        return cached  # type: ignore[no-any-return]
+    if hasattr(request, "_gateway_membership"):
+        cached: Membership | None = request._gateway_membership
+        return cached
     membership: Membership | None
     if isinstance(request.auth, ApiToken):
         membership = (

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 
 from oauth.models import ApiToken, Membership, Organization
 
 
-def membership_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Membership]:
+def membership_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Membership]:
     """The user's memberships, with their organisations, by organisation name."""
     if not user.is_authenticated:
         return Membership.objects.none()
@@ -22,7 +22,7 @@ def membership_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> Query
 
 
 def membership_get(
-    *, user: AbstractBaseUser | AnonymousUser, organization_id: str | uuid.UUID | None
+    *, user: User | AnonymousUser, organization_id: str | uuid.UUID | None
 ) -> Membership | None:
     """The user's membership of that organisation, or None (also for a malformed id)."""
     if not user.is_authenticated or organization_id is None:
@@ -38,13 +38,13 @@ def membership_get(
     )
 
 
-def api_token_list(*, organization: Organization, user: AbstractBaseUser) -> QuerySet[ApiToken]:
+def api_token_list(*, organization: Organization, user: User) -> QuerySet[ApiToken]:
     """The user's API tokens in the organisation, newest first."""
     return ApiToken.objects.filter(organization=organization, user=user).order_by("-created_at")
 
 
 def api_token_get(
-    *, organization: Organization, user: AbstractBaseUser, token_id: str | uuid.UUID
+    *, organization: Organization, user: User, token_id: str | uuid.UUID
 ) -> ApiToken | None:
     """One of the user's API tokens in the organisation, or None."""
     try:

@@ -7,7 +7,7 @@ import secrets
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -31,7 +31,7 @@ def organization_create(*, name: str, slug: str | None = None) -> Organization:
     return Organization.objects.create(name=name, slug=slug)
 
 
-def membership_set(*, organization: Organization, user: AbstractBaseUser, role: str) -> Membership:
+def membership_set(*, organization: Organization, user: User, role: str) -> Membership:
     """Make the user a member of the organisation with the role (or change the role)."""
     if role not in Role.values:
         raise ValidationError({"role": [f"Choose one of: {', '.join(Role.values)}."]})
@@ -45,9 +45,7 @@ def _token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_token_create(
-    *, organization: Organization, user: AbstractBaseUser, name: str
-) -> tuple[ApiToken, str]:
+def api_token_create(*, organization: Organization, user: User, name: str) -> tuple[ApiToken, str]:
     """Create an API token for the user in the organisation.
 
     Returns the stored token and the raw token string, which is shown once and
@@ -101,7 +99,7 @@ def api_token_revoke(*, token: ApiToken) -> ApiToken:
     return token
 
 
-def user_ensure_admin(*, username: str, password: str | None) -> tuple[AbstractBaseUser, str | None]:
+def user_ensure_admin(*, username: str, password: str | None) -> tuple[User, str | None]:
     """Create the first admin account if no superuser exists.
 
     Returns the user and the password when one was generated (to print once),

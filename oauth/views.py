@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -13,6 +14,12 @@ from django.views.decorators.http import require_http_methods, require_POST
 from oauth import selectors, services
 from oauth.decorators import membership_required
 from oauth.middleware import SESSION_KEY
+
+
+def _user(request: HttpRequest) -> User:
+    """The signed-in user (the views' decorators guarantee there is one)."""
+    assert isinstance(request.user, User)
+    return request.user
 
 
 @login_required
@@ -40,11 +47,11 @@ def api_token_list_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         try:
             _, new_token = services.api_token_create(
-                organization=organization, user=request.user, name=request.POST.get("name", "")
+                organization=organization, user=_user(request), name=request.POST.get("name", "")
             )
         except ValidationError as exc:
             error = " ".join(m for messages_ in exc.message_dict.values() for m in messages_)
-    tokens = selectors.api_token_list(organization=organization, user=request.user)
+    tokens = selectors.api_token_list(organization=organization, user=_user(request))
     return render(
         request,
         "oauth/api_tokens.html",
@@ -58,7 +65,7 @@ def api_token_list_view(request: HttpRequest) -> HttpResponse:
 def api_token_revoke_view(request: HttpRequest, token_id: str) -> HttpResponse:
     token = selectors.api_token_get(
         organization=request.membership.organization,  # type: ignore[attr-defined]
-        user=request.user,
+        user=_user(request),
         token_id=token_id,
     )
     if token is None:

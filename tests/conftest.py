@@ -14,6 +14,12 @@ from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Real hashing costs ~0.2 s a user; the tests are not about its strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache():
     """Throttle counters and cached lookups must not leak between tests."""
     cache.clear()
@@ -40,7 +46,7 @@ class Person:
         return client
 
 
-def make_person(organization: Organization, role: str, username: str) -> Person:
+def make_person(organization, role, username):
     membership = MembershipFactory(
         organization=organization, user=UserFactory(username=username), role=role
     )
@@ -49,12 +55,12 @@ def make_person(organization: Organization, role: str, username: str) -> Person:
 
 
 @pytest.fixture
-def org(db) -> Organization:
+def org(db):
     return OrganizationFactory(name="Acme", slug="acme")
 
 
 @pytest.fixture
-def other_org(db) -> Organization:
+def other_org(db):
     return OrganizationFactory(name="Globex", slug="globex")
 
 

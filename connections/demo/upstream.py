@@ -33,8 +33,18 @@ ORDERS: dict[str, dict[str, Any]] = {
     "ORD-1001": {"status": "shipped", "carrier": "DHL", "items": ["SKU-RED-MUG"], "eta_days": 2},
     "ORD-1002": {"status": "processing", "carrier": None, "items": ["SKU-TEE-M"], "eta_days": 5},
     "ORD-1003": {"status": "delivered", "carrier": "UPS", "items": ["SKU-CAP"], "eta_days": 0},
-    "ORD-1004": {"status": "cancelled", "carrier": None, "items": ["SKU-RED-MUG"], "eta_days": None},
-    "ORD-1005": {"status": "awaiting payment", "carrier": None, "items": ["SKU-HOODIE-L"], "eta_days": None},
+    "ORD-1004": {
+        "status": "cancelled",
+        "carrier": None,
+        "items": ["SKU-RED-MUG"],
+        "eta_days": None,
+    },
+    "ORD-1005": {
+        "status": "awaiting payment",
+        "carrier": None,
+        "items": ["SKU-HOODIE-L"],
+        "eta_days": None,
+    },
 }
 INVENTORY: dict[str, dict[str, Any]] = {
     "SKU-RED-MUG": {"name": "Red mug", "price": 12.5, "stock": 140, "warehouse": "Leeds"},
@@ -44,7 +54,7 @@ INVENTORY: dict[str, dict[str, Any]] = {
 }
 
 
-@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
 def get_order_status(
     order_id: Annotated[str, Field(description="An order id such as ORD-1001")],
 ) -> dict[str, Any]:
@@ -62,7 +72,7 @@ def get_order_status(
     }
 
 
-@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
 def check_inventory(
     sku: Annotated[str, Field(description="A stock-keeping unit such as SKU-RED-MUG")],
 ) -> dict[str, Any]:
@@ -73,7 +83,7 @@ def check_inventory(
     return {"sku": sku.upper(), **item, "inStock": item["stock"] > 0}
 
 
-@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
 def create_quote(
     items: Annotated[dict[str, int], Field(description="SKU to quantity, e.g. {'SKU-CAP': 2}")],
     currency: Literal["EUR", "GBP"] = "EUR",
@@ -88,7 +98,11 @@ def create_quote(
         if quantity < 1:
             raise ValueError(f"Quantity of {sku} must be at least 1.")
         lines.append(
-            {"sku": sku.upper(), "quantity": quantity, "total": round(item["price"] * quantity * rate, 2)}
+            {
+                "sku": sku.upper(),
+                "quantity": quantity,
+                "total": round(item["price"] * quantity * rate, 2),
+            }
         )
     subtotal = round(sum(line["total"] for line in lines), 2)
     shipping = 0.0 if subtotal >= 50 else round(4.9 * rate, 2)

@@ -43,4 +43,6 @@ class Command(BaseCommand):
             )
         elif connection.server_url != url:
             services.connection_update(connection=connection, server_url=url)
-        self.stdout.write(f"Demo organisation {organization.name!r} has {DEMO_CONNECTION!r} at {url}.")
+        self.stdout.write(
+            f"Demo organisation {organization.name!r} has {DEMO_CONNECTION!r} at {url}."
+        )

@@ -27,6 +27,7 @@ class Command(BaseCommand):
                 # Raw SQL on purpose: the ORM would decrypt on read and encrypt on write.
                 table = connection.ops.quote_name(model._meta.db_table)
                 col = connection.ops.quote_name(column)
+                assert model._meta.pk is not None and model._meta.pk.column is not None
                 pk = connection.ops.quote_name(model._meta.pk.column)
                 cursor.execute(f"SELECT {pk}, {col} FROM {table} WHERE {col} IS NOT NULL")  # noqa: S608
                 for key, ciphertext in cursor.fetchall():

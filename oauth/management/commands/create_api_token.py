@@ -35,7 +35,9 @@ class Command(BaseCommand):
             raise CommandError(f"{user.get_username()} is not a member of{where}.")
         if len(found) > 1:
             slugs = ", ".join(m.organization.slug for m in membership_list_for_user(user=user))
-            raise CommandError(f"{user.get_username()} belongs to several organisations; pass --org ({slugs}).")
+            raise CommandError(
+                f"{user.get_username()} belongs to several organisations; pass --org ({slugs})."
+            )
         try:
             _, raw = api_token_create(
                 organization=found[0].organization, user=user, name=options["name"]
