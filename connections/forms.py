@@ -95,7 +95,10 @@ class ConnectionForm(forms.Form):
             name, sep, value = line.partition(":")
             if not sep:
                 raise ValidationError(f"Line {number}: write 'Name: value'.")
-            headers[name.strip()] = value.strip()
+            name = name.strip()
+            if name.lower() in (seen.lower() for seen in headers):
+                raise ValidationError(f"Line {number}: the {name} header is given twice.")
+            headers[name] = value.strip()
         return headers
 
     def service_arguments(self) -> dict[str, Any]:

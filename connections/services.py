@@ -8,7 +8,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from connections.models import AuthType, Connection, Transport
 from oauth.models import Organization
@@ -184,10 +184,31 @@ def _check_name_free(
 
 
 def _check_auth(
-    *, auth_type: str, token: str | None, errors: dict[str, list[str]], token_unreadable: bool
+    *,
+    auth_type: str,
+    token: str | None,
+    token_given: bool,
+    errors: dict[str, list[str]],
+    token_unreadable: bool,
 ) -> None:
     if auth_type == AuthType.BEARER and token is None and not token_unreadable:
         errors.setdefault("token", []).append("Bearer authentication needs a token.")
+    elif auth_type == AuthType.NONE and token_given and token is not None:
+        # Dropping it silently would lose what the admin typed.
+        errors.setdefault("token", []).append(
+            "A token is only used with bearer authentication: choose bearer or leave it empty."
+        )
+
+
+def _save(connection: Connection) -> None:
+    """Save, turning a lost race on the unique name into the same message as the check."""
+    try:
+        with transaction.atomic():
+            connection.save()
+    except IntegrityError:
+        raise ValidationError(
+            {"name": [f"A connection named {connection.name!r} already exists."]}
+        ) from None
 
 
 def connection_create(
@@ -210,7 +231,13 @@ def connection_create(
     clean_token = _clean_token(token, errors)
     clean_headers = _clean_headers(headers, errors)
     clean_instructions = _clean_instructions(instructions, errors)
-    _check_auth(auth_type=clean_auth, token=clean_token, errors=errors, token_unreadable=False)
+    _check_auth(
+        auth_type=clean_auth,
+        token=clean_token,
+        token_given=True,
+        errors=errors,
+        token_unreadable=False,
+    )
     _check_name_free(organization=organization, name=clean_name, exclude=None, errors=errors)
     if errors:
         raise ValidationError(errors)
@@ -225,7 +252,7 @@ def connection_create(
             token=clean_token if clean_auth == AuthType.BEARER else None, headers=clean_headers
         ),
     )
-    connection.save()
+    _save(connection)
     return connection
 
 
@@ -284,7 +311,11 @@ def connection_update(
     new_headers = connection.headers if headers is UNSET else _clean_headers(headers, errors)
     keep_unreadable = unreadable and token is UNSET and headers is UNSET
     _check_auth(
-        auth_type=new_auth, token=new_token, errors=errors, token_unreadable=keep_unreadable
+        auth_type=new_auth,
+        token=new_token,
+        token_given=token is not UNSET,
+        errors=errors,
+        token_unreadable=keep_unreadable,
     )
     _check_name_free(
         organization=connection.organization, name=new_name, exclude=connection, errors=errors
@@ -301,7 +332,7 @@ def connection_update(
         connection.credential = _credential(
             token=new_token if new_auth == AuthType.BEARER else None, headers=new_headers
         )
-    connection.save()
+    _save(connection)
     return connection
 
 

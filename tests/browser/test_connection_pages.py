@@ -138,7 +138,7 @@ def page_html(page: Page) -> str:
 
 
 def make_connection(**fields: Any) -> Connection:
-    return cast(Connection, ConnectionFactory(**fields))  # type: ignore[no-untyped-call]
+    return cast(Connection, ConnectionFactory(**fields))
 
 
 def connections_table_rows(page: Page) -> Locator:

@@ -398,3 +398,22 @@ def test_the_interactive_docs_page_renders(admin):
 
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+def test_a_token_with_auth_type_none_is_refused_rather_than_dropped(admin):
+    response = create(admin, authType="none", token="typed-by-mistake")
+
+    assert response.status_code == 400
+    assert "only used with bearer" in response.json()["details"]["token"][0]
+
+
+def test_a_lost_race_on_the_name_answers_400_not_500(admin, monkeypatch):
+    from connections import services
+
+    create(admin, name="Orders")
+    monkeypatch.setattr(services, "_check_name_free", lambda **kwargs: None)
+
+    response = create(admin, name="ORDERS")
+
+    assert response.status_code == 400
+    assert "already exists" in response.json()["details"]["name"][0]

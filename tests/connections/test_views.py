@@ -170,3 +170,18 @@ def test_a_user_without_an_organisation_is_told_so(client, db):
 
     assert response.status_code == 403
     assert b"does not belong to any organisation" in response.content
+
+
+def test_a_header_given_twice_is_explained(admin_client):
+    response = admin_client.post(
+        "/connections/new",
+        {
+            "name": "X",
+            "server_url": "https://x.example.com",
+            "transport": "sse",
+            "auth_type": "none",
+            "headers": "X-A: 1\nx-a: 2",
+        },
+    )
+
+    assert "Line 2: the x-a header is given twice." in response.context["form"].errors["headers"]
