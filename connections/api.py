@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from connections import selectors, services
-from connections.models import AuthType, Connection, Transport
+from connections.models import AuthType, CatalogEntry, CatalogKind, Connection, Transport
 from gateway_project.api_errors import error_response
 from oauth.permissions import IsAdminOrReadOnly, api_membership
 
@@ -34,6 +34,12 @@ class ConnectionOutSerializer(serializers.ModelSerializer[Connection]):
     updatedAt = serializers.DateTimeField(source="updated_at")
     tokenSet = serializers.BooleanField(source="token_is_set")
     headersSet = serializers.BooleanField(source="headers_are_set")
+    serverName = serializers.CharField(source="server_name")
+    serverVersion = serializers.CharField(source="server_version")
+    protocolVersion = serializers.CharField(source="protocol_version")
+    serverInstructions = serializers.CharField(source="server_instructions")
+    lastCheckError = serializers.CharField(source="last_check_error")
+    lastCheckLatencyMs = serializers.IntegerField(source="last_check_latency_ms", allow_null=True)
 
     class Meta:
         model = Connection
@@ -51,6 +57,12 @@ class ConnectionOutSerializer(serializers.ModelSerializer[Connection]):
             "updatedAt",
             "tokenSet",
             "headersSet",
+            "serverName",
+            "serverVersion",
+            "protocolVersion",
+            "serverInstructions",
+            "lastCheckError",
+            "lastCheckLatencyMs",
         ]
         read_only_fields = fields
 
@@ -148,7 +160,9 @@ class ConnectionListApi(APIView):
         return Response(ConnectionOutSerializer(connection).data, status=201)
 
 
-class ConnectionDetailApi(APIView):
+class _OneConnectionApi(APIView):
+    """Base of the views about one connection, found within the caller's organisation."""
+
     permission_classes = [IsAdminOrReadOnly]
 
     def _connection(self, request: Request, connection_id: str) -> Connection | None:
@@ -158,6 +172,8 @@ class ConnectionDetailApi(APIView):
             organization=membership.organization, connection_id=connection_id
         )
 
+
+class ConnectionDetailApi(_OneConnectionApi):
     @extend_schema(
         operation_id="mcp_connections_retrieve",
         responses={200: ConnectionOutSerializer, 404: ErrorSerializer},
@@ -202,3 +218,74 @@ class ConnectionDetailApi(APIView):
             return error_response(404, NOT_FOUND)
         services.connection_delete(connection=connection)
         return Response(status=204)
+
+
+class CatalogEntrySerializer(serializers.ModelSerializer[CatalogEntry]):
+    """One tool, resource, template or prompt, with the upstream's definition."""
+
+    definitionHash = serializers.CharField(source="definition_hash")
+    previousDefinition = serializers.JSONField(source="previous_definition", allow_null=True)
+
+    class Meta:
+        model = CatalogEntry
+        fields = [
+            "key",
+            "name",
+            "title",
+            "description",
+            "state",
+            "definition",
+            "definitionHash",
+            "previousDefinition",
+        ]
+        read_only_fields = fields
+
+
+class ConnectionHealthCheckApi(_OneConnectionApi):
+    @extend_schema(
+        operation_id="mcp_connections_health_check",
+        request=None,
+        responses={200: ConnectionOutSerializer, 403: ErrorSerializer, 404: ErrorSerializer},
+    )
+    def post(self, request: Request, connection_id: str) -> Response:
+        """Check the connection now (and refresh its catalog); answers the updated connection."""
+        connection = self._connection(request, connection_id)
+        if connection is None:
+            return error_response(404, NOT_FOUND)
+        services.connection_check_health(connection=connection)
+        connection.refresh_from_db()
+        return Response(ConnectionOutSerializer(connection).data)
+
+
+class ConnectionCatalogApi(_OneConnectionApi):
+    @extend_schema(
+        operation_id="mcp_connections_catalog",
+        responses={
+            200: inline_serializer(
+                "ConnectionCatalog",
+                {
+                    "tools": CatalogEntrySerializer(many=True),
+                    "resources": CatalogEntrySerializer(many=True),
+                    "resourceTemplates": CatalogEntrySerializer(many=True),
+                    "prompts": CatalogEntrySerializer(many=True),
+                },
+            ),
+            404: ErrorSerializer,
+        },
+    )
+    def get(self, request: Request, connection_id: str) -> Response:
+        """What the server offers, as of the last successful check."""
+        connection = self._connection(request, connection_id)
+        if connection is None:
+            return error_response(404, NOT_FOUND)
+        grouped = selectors.connection_catalog(connection=connection)
+        return Response(
+            {
+                "tools": CatalogEntrySerializer(grouped[CatalogKind.TOOL], many=True).data,
+                "resources": CatalogEntrySerializer(grouped[CatalogKind.RESOURCE], many=True).data,
+                "resourceTemplates": CatalogEntrySerializer(
+                    grouped[CatalogKind.RESOURCE_TEMPLATE], many=True
+                ).data,
+                "prompts": CatalogEntrySerializer(grouped[CatalogKind.PROMPT], many=True).data,
+            }
+        )

@@ -51,6 +51,23 @@ class Connection(models.Model):
     instructions = models.TextField(null=True, blank=True)  # noqa: DJ001
     last_health_check_at = models.DateTimeField(null=True, blank=True)
     credential = EncryptedJSONField(null=True, blank=True)
+    connect_timeout_seconds = models.PositiveIntegerField(default=10)
+    call_timeout_seconds = models.PositiveIntegerField(default=60)
+
+    # What the server said about itself at the last successful check.
+    server_name = models.CharField(max_length=200, blank=True)
+    server_version = models.CharField(max_length=100, blank=True)
+    protocol_version = models.CharField(max_length=32, blank=True)
+    server_instructions = models.TextField(blank=True)
+    catalog_refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    # Health checks: the last outcome, and the scheduling of the next one.
+    last_check_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    last_check_error = models.CharField(max_length=500, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    next_check_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    check_claimed_until = models.DateTimeField(null=True, blank=True)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -90,3 +107,75 @@ class Connection(models.Model):
     @property
     def headers_are_set(self) -> bool:
         return bool(self.headers) or self.credential_unreadable
+
+
+class CatalogKind(models.TextChoices):
+    TOOL = "tool", "Tool"
+    RESOURCE = "resource", "Resource"
+    RESOURCE_TEMPLATE = "resource_template", "Resource template"
+    PROMPT = "prompt", "Prompt"
+
+
+class CatalogState(models.TextChoices):
+    OK = "ok", "OK"
+    CHANGED = "changed", "Changed upstream"
+    MISSING = "missing", "Missing upstream"
+
+
+class CatalogEntry(models.Model):
+    """One tool, resource, resource template or prompt that an upstream server offers.
+
+    ``key`` identifies it within the server (a tool or prompt name, a resource
+    URI, a URI template); ``definition`` is the upstream's definition as JSON and
+    ``definition_hash`` its SHA-256 over canonical JSON, so a change upstream is
+    noticed. A changed entry keeps the definition it replaced in
+    ``previous_definition`` for review; an entry the server stopped listing is
+    kept as ``missing`` (endpoint toggles refer to it).
+    """
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="catalog")
+    kind = models.CharField(max_length=24, choices=CatalogKind.choices)
+    key = models.CharField(max_length=2048)
+    name = models.CharField(max_length=512, blank=True)
+    title = models.CharField(max_length=512, blank=True)
+    description = models.TextField(blank=True)
+    definition = models.JSONField(default=dict)
+    definition_hash = models.CharField(max_length=64)
+    previous_definition = models.JSONField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=CatalogState.choices, default=CatalogState.OK)
+    position = models.PositiveIntegerField(default=0)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    changed_at = models.DateTimeField(null=True, blank=True)
+    missing_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["kind", "position", "key"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "kind", "key"], name="catalog_entry_unique_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key}"
+
+
+class HealthCheck(models.Model):
+    """The outcome of one health check of a connection (the last few are kept)."""
+
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="health_checks"
+    )
+    checked_at = models.DateTimeField(db_index=True)
+    ok = models.BooleanField()
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error_kind = models.CharField(max_length=32, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    protocol_version = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["-checked_at"]
+        indexes = [models.Index(fields=["connection", "-checked_at"], name="health_check_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.connection_id} {'ok' if self.ok else self.error_kind} at {self.checked_at}"

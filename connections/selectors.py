@@ -6,7 +6,7 @@ import uuid
 
 from django.db.models import QuerySet
 
-from connections.models import Connection
+from connections.models import CatalogEntry, CatalogKind, Connection, HealthCheck
 from oauth.models import Organization
 
 
@@ -30,3 +30,16 @@ def connection_get(
     except ValueError:
         return None
     return Connection.objects.filter(organization=organization, pk=key).first()
+
+
+def connection_catalog(*, connection: Connection) -> dict[str, list[CatalogEntry]]:
+    """The connection's catalog entries grouped by kind, in the server's order."""
+    grouped: dict[str, list[CatalogEntry]] = {kind: [] for kind in CatalogKind.values}
+    for entry in CatalogEntry.objects.filter(connection=connection).order_by("position", "key"):
+        grouped[entry.kind].append(entry)
+    return grouped
+
+
+def connection_health_history(*, connection: Connection, limit: int = 20) -> list[HealthCheck]:
+    """The connection's most recent health checks, newest first."""
+    return list(HealthCheck.objects.filter(connection=connection).order_by("-checked_at")[:limit])

@@ -4,13 +4,36 @@ shared by the admin UI and the REST API."""
 from __future__ import annotations
 
 import re
+import time
+from datetime import timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
 
-from connections.models import AuthType, Connection, Transport
+from connections.models import (
+    AuthType,
+    CatalogEntry,
+    CatalogKind,
+    CatalogState,
+    Connection,
+    ConnectionStatus,
+    HealthCheck,
+    Transport,
+)
+from connections.outbound import literal_address_refusal
+from connections.upstream import (
+    CatalogSnapshot,
+    UpstreamError,
+    UpstreamTarget,
+    catalog_fetch,
+    definition_hash,
+)
 from oauth.models import Organization
 
 
@@ -87,6 +110,8 @@ def _clean_server_url(url: Any, errors: dict[str, list[str]]) -> str:
             problem = f"Use at most {URL_MAX} characters."
         elif any(ch.isspace() for ch in url):
             problem = "The server URL cannot contain spaces."
+        else:
+            problem = literal_address_refusal(parts.hostname)
     if problem:
         errors.setdefault("serverUrl", []).append(problem)
     return url
@@ -253,7 +278,16 @@ def connection_create(
         ),
     )
     _save(connection)
+    _check_soon(connection)
     return connection
+
+
+def _check_soon(connection: Connection) -> None:
+    """Queue a health check (which fetches the catalog) once the transaction commits."""
+    from connections.tasks import connection_check  # tasks import this module
+
+    connection_id = str(connection.pk)
+    transaction.on_commit(lambda: connection_check.delay(connection_id))
 
 
 def _credential(*, token: str | None, headers: dict[str, str]) -> dict[str, Any] | None:
@@ -323,6 +357,11 @@ def connection_update(
     if errors:
         raise ValidationError(errors)
 
+    reach_changed = (new_url, new_transport, new_auth) != (
+        connection.server_url,
+        connection.transport,
+        connection.auth_type,
+    ) or (token is not UNSET or headers is not UNSET)
     connection.name = new_name
     connection.server_url = new_url
     connection.transport = new_transport
@@ -333,6 +372,8 @@ def connection_update(
             token=new_token if new_auth == AuthType.BEARER else None, headers=new_headers
         )
     _save(connection)
+    if reach_changed:
+        _check_soon(connection)
     return connection
 
 
@@ -340,3 +381,187 @@ def connection_update(
 def connection_delete(*, connection: Connection) -> None:
     """Remove a connection and its stored credential."""
     connection.delete()
+
+
+# --- catalog and health ---------------------------------------------------------
+
+HEALTH_HISTORY_KEPT = 50
+ERROR_BACKOFF_MAX = timedelta(minutes=30)
+
+
+def upstream_target_for(*, connection: Connection) -> UpstreamTarget:
+    """How to reach the connection's server with its shared credential."""
+    if connection.credential_unreadable:
+        raise UpstreamError(
+            "credential",
+            "The stored credential cannot be decrypted with the configured encryption keys.",
+        )
+    headers = dict(connection.headers)
+    if connection.auth_type == AuthType.BEARER and connection.token:
+        headers["Authorization"] = f"Bearer {connection.token}"
+    return UpstreamTarget(
+        url=connection.server_url,
+        transport=connection.transport,
+        headers=headers,
+        connect_timeout=float(connection.connect_timeout_seconds),
+        call_timeout=float(connection.call_timeout_seconds),
+    )
+
+
+_CATALOG_LISTS = (
+    (CatalogKind.TOOL, "tools", "name"),
+    (CatalogKind.RESOURCE, "resources", "uri"),
+    (CatalogKind.RESOURCE_TEMPLATE, "resource_templates", "uriTemplate"),
+    (CatalogKind.PROMPT, "prompts", "name"),
+)
+
+
+@transaction.atomic
+def connection_catalog_store(
+    *, connection: Connection, snapshot: CatalogSnapshot
+) -> dict[str, int]:
+    """Store a fetched catalog: add new entries, mark changed and missing ones.
+
+    A tool whose definition hash differs from the stored one becomes
+    ``changed`` and keeps the old definition for review; an entry no longer
+    listed becomes ``missing``; one that comes back is ``ok`` again unless its
+    definition changed meanwhile. Returns counts of added, changed and missing entries.
+    """
+    now = timezone.now()
+    counts = {"added": 0, "changed": 0, "missing": 0}
+    existing = {(e.kind, e.key): e for e in CatalogEntry.objects.filter(connection=connection)}
+    seen: set[tuple[str, str]] = set()
+    for kind, attribute, key_field in _CATALOG_LISTS:
+        for position, definition in enumerate(getattr(snapshot, attribute)):
+            key = str(definition.get(key_field, ""))[:2048]
+            if not key or (kind, key) in seen:
+                continue
+            seen.add((kind, key))
+            digest = definition_hash(definition)
+            fields = {
+                "name": str(definition.get("name", ""))[:512],
+                "title": str(definition.get("title") or "")[:512],
+                "description": str(definition.get("description") or ""),
+                "position": position,
+            }
+            entry = existing.get((kind, key))
+            if entry is None:
+                CatalogEntry.objects.create(
+                    connection=connection,
+                    kind=kind,
+                    key=key,
+                    definition=definition,
+                    definition_hash=digest,
+                    **fields,
+                )
+                counts["added"] += 1
+                continue
+            for name, value in fields.items():
+                setattr(entry, name, value)
+            if entry.definition_hash != digest:
+                if entry.state != CatalogState.CHANGED:
+                    entry.previous_definition = entry.definition
+                entry.state = CatalogState.CHANGED
+                entry.changed_at = now
+                counts["changed"] += 1
+            elif entry.state == CatalogState.MISSING:
+                entry.state = (
+                    CatalogState.CHANGED
+                    if entry.previous_definition is not None
+                    else CatalogState.OK
+                )
+            entry.definition = definition
+            entry.definition_hash = digest
+            entry.missing_since = None
+            entry.save()
+    for identity, entry in existing.items():
+        if identity not in seen and entry.state != CatalogState.MISSING:
+            entry.state = CatalogState.MISSING
+            entry.missing_since = now
+            entry.save(update_fields=["state", "missing_since"])
+            counts["missing"] += 1
+    connection.server_name = snapshot.server_name
+    connection.server_version = snapshot.server_version
+    connection.protocol_version = snapshot.protocol_version
+    connection.server_instructions = snapshot.instructions
+    connection.catalog_refreshed_at = now
+    connection.save(
+        update_fields=[
+            "server_name",
+            "server_version",
+            "protocol_version",
+            "server_instructions",
+            "catalog_refreshed_at",
+        ]
+    )
+    return counts
+
+
+def connection_check_health(*, connection: Connection) -> HealthCheck:
+    """Check one connection now: open a session, fetch the catalog, record the outcome.
+
+    Sets ``status`` (active or error), ``last_health_check_at``, the latency and
+    on failure a short reason, keeps the last checks as history, and schedules
+    the next check (backing off while the server keeps failing). Never raises
+    for an upstream failure.
+    """
+    started = time.monotonic()
+    snapshot: CatalogSnapshot | None = None
+    failure: UpstreamError | None = None
+    try:
+        target = upstream_target_for(connection=connection)
+        snapshot = async_to_sync(catalog_fetch)(target)
+    except UpstreamError as error:
+        failure = error
+    latency_ms = int((time.monotonic() - started) * 1000)
+    now = timezone.now()
+    if snapshot is not None:
+        connection_catalog_store(connection=connection, snapshot=snapshot)
+    interval = timedelta(seconds=settings.GATEWAY_HEALTH_CHECK_INTERVAL)
+    failures = 0 if failure is None else connection.consecutive_failures + 1
+    delay = (
+        interval
+        if failure is None
+        else min(interval * 2 ** min(failures - 1, 5), ERROR_BACKOFF_MAX)
+    )
+    update = {
+        "status": ConnectionStatus.ACTIVE if failure is None else ConnectionStatus.ERROR,
+        "last_health_check_at": now,
+        "last_check_latency_ms": latency_ms,
+        "last_check_error": "" if failure is None else failure.message[:500],
+        "consecutive_failures": failures,
+        "next_check_at": now + max(delay, interval),
+        "check_claimed_until": None,
+    }
+    Connection.objects.filter(pk=connection.pk).update(**update, updated_at=now)
+    for name, value in update.items():
+        setattr(connection, name, value)
+    check = HealthCheck.objects.create(
+        connection=connection,
+        checked_at=now,
+        ok=failure is None,
+        latency_ms=latency_ms,
+        error_kind="" if failure is None else failure.kind,
+        error="" if failure is None else failure.message[:500],
+        protocol_version=snapshot.protocol_version if snapshot else "",
+    )
+    stale = HealthCheck.objects.filter(connection=connection).order_by("-checked_at")[
+        HEALTH_HISTORY_KEPT:
+    ]
+    HealthCheck.objects.filter(pk__in=list(stale.values_list("pk", flat=True))).delete()
+    return check
+
+
+def connection_claim_check(*, connection_id: Any, lease: timedelta) -> bool:
+    """Claim a connection for one check, so two workers never check it at once.
+
+    A conditional UPDATE that must change exactly one row: the claim is free or
+    its lease has run out (a worker that died mid-check does not block forever).
+    """
+    now = timezone.now()
+    claimed = (
+        Connection.objects.filter(pk=connection_id)
+        .filter(Q(check_claimed_until__isnull=True) | Q(check_claimed_until__lt=now))
+        .update(check_claimed_until=now + lease)
+    )
+    return claimed == 1

@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
 from connections import selectors, services
 from connections.forms import ConnectionForm
@@ -53,7 +53,27 @@ def connection_create_view(request: HttpRequest) -> HttpResponse:
 @membership_required()
 def connection_detail_view(request: HttpRequest, connection_id: str) -> HttpResponse:
     connection = _connection_or_404(request, connection_id)
-    return render(request, "connections/detail.html", {"connection": connection})
+    return render(
+        request,
+        "connections/detail.html",
+        {
+            "connection": connection,
+            "catalog": selectors.connection_catalog(connection=connection),
+            "history": selectors.connection_health_history(connection=connection),
+        },
+    )
+
+
+@membership_required(admin=True)
+@require_POST
+def connection_check_view(request: HttpRequest, connection_id: str) -> HttpResponse:
+    connection = _connection_or_404(request, connection_id)
+    check = services.connection_check_health(connection=connection)
+    if check.ok:
+        messages.success(request, f"“{connection.name}” is reachable ({check.latency_ms} ms).")
+    else:
+        messages.error(request, f"“{connection.name}” failed its check: {check.error}")
+    return redirect("connection-detail", connection_id=connection.pk)
 
 
 @membership_required(admin=True)

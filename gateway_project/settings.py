@@ -157,7 +157,6 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict[str, Any] = {}
 CELERY_TASK_ALWAYS_EAGER = env_bool("GATEWAY_CELERY_EAGER", False)
 
 # --- Django ----------------------------------------------------------------
@@ -309,6 +308,16 @@ GATEWAY_DEMO = env_bool("GATEWAY_DEMO", not PRODUCTION)
 GATEWAY_DEMO_PORT = env_int("GATEWAY_DEMO_PORT", 8765, minimum=1, maximum=65535)
 GATEWAY_ALLOW_PRIVATE_UPSTREAMS = env_bool("GATEWAY_ALLOW_PRIVATE_UPSTREAMS", not PRODUCTION)
 GATEWAY_ALLOW_STDIO = env_bool("GATEWAY_ALLOW_STDIO", False)
+GATEWAY_HEALTH_CHECK_INTERVAL = env_int("GATEWAY_HEALTH_CHECK_INTERVAL", 60, minimum=5)
+
+CELERY_BEAT_SCHEDULE: dict[str, Any] = {
+    "connections-check-due": {
+        "task": "connections.tasks.connections_check_due",
+        "schedule": float(GATEWAY_HEALTH_CHECK_INTERVAL),
+        # A run that waits longer than one interval is dropped: the next one replaces it.
+        "options": {"expires": float(GATEWAY_HEALTH_CHECK_INTERVAL)},
+    },
+}
 
 LOGGING = {
     "version": 1,

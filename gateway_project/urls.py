@@ -24,6 +24,16 @@ api_urlpatterns = [
         connections_api.ConnectionDetailApi.as_view(),
         name="api-connection-detail",
     ),
+    path(
+        "api/mcp-connections/<str:connection_id>/health-check",
+        connections_api.ConnectionHealthCheckApi.as_view(),
+        name="api-connection-health-check",
+    ),
+    path(
+        "api/mcp-connections/<str:connection_id>/catalog",
+        connections_api.ConnectionCatalogApi.as_view(),
+        name="api-connection-catalog",
+    ),
     re_path(r"^api/", api_not_found),
 ]
 
@@ -53,6 +63,11 @@ ui_urlpatterns = [
         "connections/<str:connection_id>/edit",
         connections_views.connection_edit_view,
         name="connection-edit",
+    ),
+    path(
+        "connections/<str:connection_id>/check",
+        connections_views.connection_check_view,
+        name="connection-check",
     ),
     path(
         "connections/<str:connection_id>/delete",

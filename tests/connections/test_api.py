@@ -27,6 +27,12 @@ CONNECTION_FIELDS = {
     "updatedAt",
     "tokenSet",
     "headersSet",
+    "serverName",
+    "serverVersion",
+    "protocolVersion",
+    "serverInstructions",
+    "lastCheckError",
+    "lastCheckLatencyMs",
 }
 
 

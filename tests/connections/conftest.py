@@ -1,0 +1,70 @@
+"""Real upstream MCP servers on loopback, started per test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class RunningUpstream:
+    url: str
+    port: int
+
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=5) as response:
+            return json.loads(response.read())
+
+
+def _start(args: list[str], port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+    except TimeoutError:
+        process.kill()
+        raise
+    return process
+
+
+@pytest.fixture
+def start_upstream():
+    """Start the paged SDK test server: ``start_upstream(token=..., tools=...)``."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*, token: str | None = None, tools: int = 25) -> RunningUpstream:
+        port = free_port()
+        args = ["tests.upstreams.paged_server", str(port), "--tools", str(tools)]
+        if token:
+            args += ["--token", token]
+        processes.append(_start(args, port))
+        return RunningUpstream(url=f"http://127.0.0.1:{port}/mcp", port=port)
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def demo_sse_upstream():
+    """The demo server over legacy HTTP+SSE (2024-11-05 transport)."""
+    port = free_port()
+    process = _start(["connections.demo.upstream", "sse", str(port)], port)
+    yield RunningUpstream(url=f"http://127.0.0.1:{port}/sse", port=port)
+    process.terminate()
+    process.wait(timeout=10)

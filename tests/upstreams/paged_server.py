@@ -1,0 +1,145 @@
+"""A test upstream MCP server written with the SDK's low-level Server.
+
+``python -m tests.upstreams.paged_server PORT [--token T] [--tools N]``
+
+- ``--tools N`` tools (default 25), listed in pages of 10, so clients must follow cursors;
+- ``whoami`` echoes the Authorization and X-* headers it received;
+- ``slow`` sleeps ``seconds`` before answering;
+- ``--token T`` answers 401 to any request without ``Authorization: Bearer T``;
+- a resource, a resource template and a prompt; instructions;
+- ``/stats`` (plain HTTP) counts the MCP sessions opened and requests seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import anyio
+import mcp_types as types
+import uvicorn
+from mcp.server import Server
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+PAGE = 10
+STATS: dict[str, int] = {"initialize": 0, "requests": 0, "tool_calls": 0}
+
+
+def build(tool_count: int) -> Server[Any]:
+    names = [f"tool_{i:02d}" for i in range(tool_count)] + ["whoami", "slow"]
+
+    def tool(name: str) -> types.Tool:
+        return types.Tool(
+            name=name,
+            description=f"The {name} tool.",
+            input_schema={"type": "object", "properties": {"seconds": {"type": "number"}}},
+        )
+
+    async def list_tools(
+        ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        start = int(params.cursor) if params and params.cursor else 0
+        page = names[start : start + PAGE]
+        more = start + PAGE < len(names)
+        return types.ListToolsResult(
+            tools=[tool(n) for n in page], next_cursor=str(start + PAGE) if more else None
+        )
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        STATS["tool_calls"] += 1
+        if params.name == "whoami":
+            headers = dict(ctx.request.headers) if ctx.request is not None else {}
+            seen = {k: v for k, v in headers.items() if k == "authorization" or k.startswith("x-")}
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=json.dumps(seen))]
+            )
+        if params.name == "slow":
+            await anyio.sleep(float((params.arguments or {}).get("seconds", 5)))
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=f"{params.name} ok")]
+        )
+
+    async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
+        return types.ListResourcesResult(
+            resources=[types.Resource(uri="memo://readme", name="readme")]
+        )
+
+    async def list_templates(ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(
+            resource_templates=[types.ResourceTemplate(uri_template="memo://{name}", name="memo")]
+        )
+
+    async def list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
+        return types.ListPromptsResult(
+            prompts=[types.Prompt(name="summarise", description="Summarise a memo")]
+        )
+
+    return Server(
+        "paged-test-server",
+        version="9.9.9",
+        instructions="Test upstream: use whoami to see your headers.",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_list_prompts=list_prompts,
+    )
+
+
+class Gate:
+    """Counts traffic, serves /stats, and enforces the bearer token when one is set."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        if request.url.path == "/stats":
+            return await JSONResponse(STATS)(scope, receive, send)
+        STATS["requests"] += 1
+        if self.token and request.headers.get("authorization") != f"Bearer {self.token}":
+            return await Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})(
+                scope, receive, send
+            )
+        if request.method == "POST":
+            body = b""
+            more = True
+            while more:
+                message = await receive()
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+            if b'"method":"initialize"' in body.replace(
+                b" ", b""
+            ) or b'"method":"server/discover"' in body.replace(b" ", b""):
+                STATS["initialize"] += 1
+            sent = False
+
+            async def replay() -> Any:
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            return await self.app(scope, replay, send)
+        return await self.app(scope, receive, send)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("--token")
+    parser.add_argument("--tools", type=int, default=25)
+    args = parser.parse_args()
+    server = build(args.tools)
+    app = server.streamable_http_app()
+    uvicorn.run(Gate(app, args.token), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
