@@ -70,7 +70,9 @@ def _commands() -> list[tuple[str, list[str]]]:
         ),
     ]
     if settings.GATEWAY_DEMO:
-        commands.append(
+        # First, so that the worker's first health check finds it listening.
+        commands.insert(
+            0,
             (
                 "demo-upstream",
                 [
@@ -80,7 +82,7 @@ def _commands() -> list[tuple[str, list[str]]]:
                     "streamable-http",
                     str(settings.GATEWAY_DEMO_PORT),
                 ],
-            )
+            ),
         )
     return commands
 
