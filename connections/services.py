@@ -283,11 +283,15 @@ def connection_create(
 
 
 def _check_soon(connection: Connection) -> None:
-    """Queue a health check (which fetches the catalog) once the transaction commits."""
+    """Queue a health check (which fetches the catalog) once the transaction commits.
+
+    ``robust``: a broker that is down must not turn a saved connection into an
+    error; the failure is logged and the beat's next pass checks it anyway.
+    """
     from connections.tasks import connection_check  # tasks import this module
 
     connection_id = str(connection.pk)
-    transaction.on_commit(lambda: connection_check.delay(connection_id))
+    transaction.on_commit(lambda: connection_check.delay(connection_id), robust=True)
 
 
 def _credential(*, token: str | None, headers: dict[str, str]) -> dict[str, Any] | None:

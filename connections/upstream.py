@@ -265,7 +265,10 @@ async def catalog_fetch_with(client: Client, *, call_timeout: float) -> CatalogS
         with anyio.fail_after(call_timeout):
             return [_dump(item) for item in await _all_pages(fetch, attribute)]
 
-    tools = resources = templates = prompts = []
+    tools: list[dict[str, Any]] = []
+    resources: list[dict[str, Any]] = []
+    templates: list[dict[str, Any]] = []
+    prompts: list[dict[str, Any]] = []
     if capabilities is None or capabilities.tools is not None:
         tools = await pages(lambda c: client.list_tools(cursor=c), "tools")
     if capabilities is not None and capabilities.resources is not None:

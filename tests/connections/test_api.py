@@ -423,3 +423,25 @@ def test_a_lost_race_on_the_name_answers_400_not_500(admin, monkeypatch):
 
     assert response.status_code == 400
     assert "already exists" in response.json()["details"]["name"][0]
+
+
+def test_creating_queues_a_check_and_a_broker_outage_does_not_fail_the_request(
+    admin, monkeypatch, django_capture_on_commit_callbacks
+):
+    from connections import tasks
+
+    queued: list[str] = []
+    monkeypatch.setattr(tasks.connection_check, "delay", queued.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = create(admin, name="Queued")
+    assert response.status_code == 201
+    assert queued == [response.json()["id"]]
+
+    def broker_down(connection_id):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(tasks.connection_check, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = create(admin, name="Still saved")
+    assert response.status_code == 201
+    assert Connection.objects.filter(name="Still saved").exists()
