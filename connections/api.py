@@ -47,6 +47,7 @@ class ConnectionOutSerializer(serializers.ModelSerializer[Connection]):
             "id",
             "tenantId",
             "name",
+            "slug",
             "serverUrl",
             "transport",
             "authType",
@@ -75,6 +76,7 @@ class ConnectionInSerializer(serializers.Serializer[Any]):
     """
 
     name = serializers.CharField(max_length=services.NAME_MAX, trim_whitespace=True)
+    slug = serializers.CharField(max_length=services.SLUG_MAX, required=False, allow_blank=True)
     serverUrl = serializers.CharField(max_length=services.URL_MAX)
     transport = serializers.ChoiceField(choices=Transport.choices, required=False)
     authType = serializers.ChoiceField(choices=AuthType.choices, required=False)
@@ -104,6 +106,7 @@ class ConnectionInSerializer(serializers.Serializer[Any]):
 
 _FIELD_TO_ARG = {
     "name": "name",
+    "slug": "slug",
     "serverUrl": "server_url",
     "transport": "transport",
     "authType": "auth_type",

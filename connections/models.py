@@ -39,6 +39,9 @@ class Connection(models.Model):
         "oauth.Organization", on_delete=models.CASCADE, related_name="connections"
     )
     name = models.CharField(max_length=100)
+    # Prefix of the public names of this server's tools on endpoints
+    # (``<slug>__<tool>``); stable when the name changes, so clients keep working.
+    slug = models.SlugField(max_length=40)
     server_url = models.URLField(max_length=2000)
     transport = models.CharField(
         max_length=32, choices=Transport.choices, default=Transport.STREAMABLE_HTTP
@@ -76,7 +79,10 @@ class Connection(models.Model):
         constraints = [
             models.UniqueConstraint(
                 Lower("name"), "organization", name="connection_name_unique_per_organization"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "slug"], name="connection_slug_unique_per_organization"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.text import slugify
 
 from connections.models import (
     AuthType,
@@ -192,6 +193,52 @@ def _clean_instructions(instructions: Any, errors: dict[str, list[str]]) -> str 
     return instructions or None
 
 
+SLUG_MAX = 40
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,38}[a-z0-9])?$")
+
+
+def _clean_slug(slug: Any, errors: dict[str, list[str]]) -> str:
+    if not isinstance(slug, str) or not _SLUG.match(slug.strip()):
+        errors.setdefault("slug", []).append(
+            f"Use 1 to {SLUG_MAX} lowercase letters, digits, '-' or '_', "
+            "starting and ending with a letter or digit."
+        )
+        return ""
+    return slug.strip()
+
+
+def _slug_from_name(*, organization: Organization, name: str) -> str:
+    """A free slug derived from the name: ``Acme Orders`` -> ``acme-orders``."""
+    base = slugify(name)[:SLUG_MAX].strip("-_") or "server"
+    taken = set(
+        Connection.objects.filter(
+            organization=organization, slug__startswith=base[: SLUG_MAX - 4]
+        ).values_list("slug", flat=True)
+    )
+    candidate, counter = base, 2
+    while candidate in taken:
+        suffix = f"-{counter}"
+        candidate = base[: SLUG_MAX - len(suffix)].strip("-_") + suffix
+        counter += 1
+    return candidate
+
+
+def _check_slug_free(
+    *,
+    organization: Organization,
+    slug: str,
+    exclude: Connection | None,
+    errors: dict[str, list[str]],
+) -> None:
+    if not slug or "slug" in errors:
+        return
+    taken = Connection.objects.filter(organization=organization, slug=slug)
+    if exclude is not None:
+        taken = taken.exclude(pk=exclude.pk)
+    if taken.exists():
+        errors.setdefault("slug", []).append(f"Another connection already uses the slug {slug!r}.")
+
+
 def _check_name_free(
     *,
     organization: Organization,
@@ -226,11 +273,15 @@ def _check_auth(
 
 
 def _save(connection: Connection) -> None:
-    """Save, turning a lost race on the unique name into the same message as the check."""
+    """Save, turning a lost race on a unique field into the same message as the check."""
     try:
         with transaction.atomic():
             connection.save()
-    except IntegrityError:
+    except IntegrityError as error:
+        if "slug" in str(error):
+            raise ValidationError(
+                {"slug": [f"Another connection already uses the slug {connection.slug!r}."]}
+            ) from None
         raise ValidationError(
             {"name": [f"A connection named {connection.name!r} already exists."]}
         ) from None
@@ -246,10 +297,15 @@ def connection_create(
     token: Any = None,
     headers: Any = None,
     instructions: Any = None,
+    slug: Any = None,
 ) -> Connection:
-    """Register an upstream MCP server, or raise ``ValidationError`` with per-field messages."""
+    """Register an upstream MCP server, or raise ``ValidationError`` with per-field messages.
+
+    ``slug`` (the prefix of its tools' public names) defaults to one derived from the name.
+    """
     errors: dict[str, list[str]] = {}
     clean_name = _clean_name(name, errors)
+    clean_slug = None if slug is None or slug == "" else _clean_slug(slug, errors)
     clean_url = _clean_server_url(server_url, errors)
     clean_transport = _clean_choice(transport, Transport, "transport", errors)
     clean_auth = _clean_choice(auth_type, AuthType, "authType", errors)
@@ -264,11 +320,14 @@ def connection_create(
         token_unreadable=False,
     )
     _check_name_free(organization=organization, name=clean_name, exclude=None, errors=errors)
+    if clean_slug is not None:
+        _check_slug_free(organization=organization, slug=clean_slug, exclude=None, errors=errors)
     if errors:
         raise ValidationError(errors)
     connection = Connection(
         organization=organization,
         name=clean_name,
+        slug=clean_slug or _slug_from_name(organization=organization, name=clean_name),
         server_url=clean_url,
         transport=clean_transport,
         auth_type=clean_auth,
@@ -310,6 +369,7 @@ def connection_update(
     token: Any = UNSET,
     headers: Any = UNSET,
     instructions: Any = UNSET,
+    slug: Any = UNSET,
 ) -> Connection:
     """Change the given fields of a connection; arguments left ``UNSET`` keep their value.
 
@@ -319,6 +379,7 @@ def connection_update(
     """
     errors: dict[str, list[str]] = {}
     new_name = connection.name if name is UNSET else _clean_name(name, errors)
+    new_slug = connection.slug if slug is UNSET else _clean_slug(slug, errors)
     new_url = (
         connection.server_url if server_url is UNSET else _clean_server_url(server_url, errors)
     )
@@ -358,6 +419,9 @@ def connection_update(
     _check_name_free(
         organization=connection.organization, name=new_name, exclude=connection, errors=errors
     )
+    _check_slug_free(
+        organization=connection.organization, slug=new_slug, exclude=connection, errors=errors
+    )
     if errors:
         raise ValidationError(errors)
 
@@ -367,6 +431,7 @@ def connection_update(
         connection.auth_type,
     ) or (token is not UNSET or headers is not UNSET)
     connection.name = new_name
+    connection.slug = new_slug
     connection.server_url = new_url
     connection.transport = new_transport
     connection.auth_type = new_auth

@@ -50,6 +50,7 @@ class ConnectionFactory(factory.django.DjangoModelFactory):
 
     organization = factory.SubFactory(OrganizationFactory)
     name = factory.Sequence(lambda n: f"Server {n}")
+    slug = factory.Sequence(lambda n: f"server-{n}")
     server_url = factory.Sequence(lambda n: f"https://mcp{n}.example.com/mcp")
     transport = Transport.STREAMABLE_HTTP
     auth_type = AuthType.NONE

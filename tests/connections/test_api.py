@@ -33,6 +33,7 @@ CONNECTION_FIELDS = {
     "serverInstructions",
     "lastCheckError",
     "lastCheckLatencyMs",
+    "slug",
 }
 
 
@@ -445,3 +446,23 @@ def test_creating_queues_a_check_and_a_broker_outage_does_not_fail_the_request(
         response = create(admin, name="Still saved")
     assert response.status_code == 201
     assert Connection.objects.filter(name="Still saved").exists()
+
+
+def test_it_derives_a_free_slug_from_the_name_and_keeps_it_when_renamed(admin):
+    first = create(admin, name="Acme Orders").json()
+    assert first["slug"] == "acme-orders"
+    ConnectionFactory(organization=admin.organization, name="Other", slug="billing")
+    clash = create(admin, name="Billing", serverUrl="https://billing.example.com/mcp").json()
+    assert clash["slug"] == "billing-2"
+    renamed = admin.api().patch(detail(first["id"]), {"name": "Orders v2"}, format="json")
+    assert renamed.json()["slug"] == "acme-orders"
+
+
+def test_it_refuses_a_malformed_or_taken_slug(admin):
+    ConnectionFactory(organization=admin.organization, name="Other", slug="orders")
+    bad = create(admin, slug="Not A Slug")
+    assert bad.status_code == 400
+    assert "slug" in bad.json()["details"]
+    taken = create(admin, slug="orders")
+    assert taken.status_code == 400
+    assert "already uses" in taken.json()["details"]["slug"][0]
