@@ -46,11 +46,15 @@ def start_upstream():
     """Start the paged SDK test server: ``start_upstream(token=..., tools=...)``."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(*, token: str | None = None, tools: int = 25) -> RunningUpstream:
+    def start(
+        *, token: str | None = None, tools: int = 25, handshake_only: bool = False
+    ) -> RunningUpstream:
         port = free_port()
         args = ["tests.upstreams.paged_server", str(port), "--tools", str(tools)]
         if token:
             args += ["--token", token]
+        if handshake_only:
+            args.append("--handshake-only")
         processes.append(_start(args, port))
         return RunningUpstream(url=f"http://127.0.0.1:{port}/mcp", port=port)
 

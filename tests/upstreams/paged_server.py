@@ -1,13 +1,19 @@
 """A test upstream MCP server written with the SDK's low-level Server.
 
-``python -m tests.upstreams.paged_server PORT [--token T] [--tools N]``
+``python -m tests.upstreams.paged_server PORT [--token T] [--tools N] [--handshake-only]``
+
+- ``--handshake-only`` refuses ``server/discover``, like a server of the 2025 revisions,
+  so clients fall back to the ``initialize`` handshake;
 
 - ``--tools N`` tools (default 25), listed in pages of 10, so clients must follow cursors;
 - ``whoami`` echoes the Authorization and X-* headers it received;
 - ``slow`` sleeps ``seconds`` before answering;
 - ``--token T`` answers 401 to any request without ``Authorization: Bearer T``;
 - a resource, a resource template and a prompt; instructions;
-- ``/stats`` (plain HTTP) counts the MCP sessions opened and requests seen.
+- ``grow`` adds a tool and announces it (``notifications/tools/list_changed`` in the
+  handshake era, a ``subscriptions/listen`` event in 2026-07-28);
+- ``/stats`` (plain HTTP) counts the MCP sessions opened, requests seen, tool calls and
+  the most tool calls in flight at once.
 """
 
 from __future__ import annotations
@@ -20,16 +26,24 @@ import anyio
 import mcp_types as types
 import uvicorn
 from mcp.server import Server
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 PAGE = 10
-STATS: dict[str, int] = {"initialize": 0, "requests": 0, "tool_calls": 0}
+STATS: dict[str, int] = {
+    "initialize": 0,
+    "requests": 0,
+    "tool_calls": 0,
+    "in_flight": 0,
+    "max_in_flight": 0,
+}
 
 
 def build(tool_count: int) -> Server[Any]:
-    names = [f"tool_{i:02d}" for i in range(tool_count)] + ["whoami", "slow"]
+    names = [f"tool_{i:02d}" for i in range(tool_count)] + ["whoami", "slow", "grow"]
+    bus = InMemorySubscriptionBus()
 
     def tool(name: str) -> types.Tool:
         return types.Tool(
@@ -50,6 +64,25 @@ def build(tool_count: int) -> Server[Any]:
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         STATS["tool_calls"] += 1
+        STATS["in_flight"] += 1
+        STATS["max_in_flight"] = max(STATS["max_in_flight"], STATS["in_flight"])
+        try:
+            return await answer(ctx, params)
+        finally:
+            STATS["in_flight"] -= 1
+
+    async def answer(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        if params.name == "grow":
+            names.insert(0, f"grown_{len(names)}")
+            await bus.publish(ToolsListChanged())
+            if ctx.protocol_version != "2026-07-28":
+                await ctx.session.send_tool_list_changed()
+            return types.CallToolResult(content=[types.TextContent(type="text", text=names[0])])
+        if params.name not in names:
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=f"Unknown tool: {params.name}")],
+                is_error=True,
+            )
         if params.name == "whoami":
             headers = dict(ctx.request.headers) if ctx.request is not None else {}
             seen = {k: v for k, v in headers.items() if k == "authorization" or k.startswith("x-")}
@@ -86,14 +119,15 @@ def build(tool_count: int) -> Server[Any]:
         on_list_resources=list_resources,
         on_list_resource_templates=list_templates,
         on_list_prompts=list_prompts,
+        on_subscriptions_listen=ListenHandler(bus),
     )
 
 
 class Gate:
     """Counts traffic, serves /stats, and enforces the bearer token when one is set."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self.app, self.token = app, token
+    def __init__(self, app: ASGIApp, token: str | None, *, handshake_only: bool = False) -> None:
+        self.app, self.token, self.handshake_only = app, token, handshake_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,9 +147,16 @@ class Gate:
                 message = await receive()
                 body += message.get("body", b"")
                 more = message.get("more_body", False)
-            if b'"method":"initialize"' in body.replace(
-                b" ", b""
-            ) or b'"method":"server/discover"' in body.replace(b" ", b""):
+            compact = body.replace(b" ", b"")
+            discover = b'"method":"server/discover"' in compact
+            if self.handshake_only and discover:
+                # Like a server of the 2025 revisions: no server/discover.
+                request_id = json.loads(body).get("id")
+                error = {"code": -32601, "message": "Method not found"}
+                return await JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error})(
+                    scope, receive, send
+                )
+            if b'"method":"initialize"' in compact or discover:
                 STATS["initialize"] += 1
             sent = False
 
@@ -135,10 +176,12 @@ def main() -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("--token")
     parser.add_argument("--tools", type=int, default=25)
+    parser.add_argument("--handshake-only", action="store_true")
     args = parser.parse_args()
     server = build(args.tools)
     app = server.streamable_http_app()
-    uvicorn.run(Gate(app, args.token), host="127.0.0.1", port=args.port, log_level="warning")
+    gate = Gate(app, args.token, handshake_only=args.handshake_only)
+    uvicorn.run(gate, host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,462 @@
+"""A pool of open upstream MCP sessions, one per (connection, credential).
+
+The MCP transport forwards every ``tools/call`` (and resource read, prompt
+get, completion) through here, so a call costs one upstream request: no new
+session, no ``tools/list``. Each session is owned by a background task,
+because the SDK's ``Client`` must be entered and left in the same task; calls
+from any task share it, bounded per upstream by a semaphore.
+
+- A session that breaks (the upstream closed it, the process died, the
+  server forgot our session id) is dropped and reopened; a request that failed
+  because the session was already closed is sent once more on the new one.
+- Opening failures back off (0.5 s doubling to 30 s): meanwhile calls fail
+  fast with the last error instead of piling onto a dead server.
+- Sessions idle longer than ``idle_seconds`` are closed by a reaper.
+- Upstream change notifications (``notifications/*/list_changed`` in the
+  handshake era, the ``subscriptions/listen`` stream in 2026-07-28) are
+  passed to ``on_list_changed`` with the open client, so the catalog can be
+  refreshed at once.
+
+Results come back as the upstream's JSON (``dict``), untouched, for the
+transport to relay unchanged. The pool imports nothing from the ORM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, cast
+
+import httpx2
+import mcp_types as types
+from mcp import Client
+from mcp.client.subscriptions import ListenNotSupportedError
+from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
+from mcp_types import CONNECTION_CLOSED, HEADER_MISMATCH, REQUEST_TIMEOUT
+from pydantic import TypeAdapter
+
+from connections.upstream import (
+    UpstreamError,
+    UpstreamTarget,
+    describe_failure,
+    upstream_session,
+)
+
+logger = logging.getLogger(__name__)
+
+# The SDK types this as a model; a TypeAdapter is accepted too and keeps the JSON as is.
+_RAW_RESULT: Final[Any] = TypeAdapter(dict[str, Any])
+BACKOFF_FIRST: Final = 0.5
+BACKOFF_MAX: Final = 30.0
+
+ListChangedFn = Callable[[str, str, Client], Awaitable[None]]
+"""``on_list_changed(connection_id, kind, client)``; kind is tools, resources or prompts."""
+
+
+class UpstreamCallError(Exception):
+    """The upstream answered a request with a JSON-RPC error; relay it as such."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+
+def target_key(target: UpstreamTarget) -> str:
+    """Identifies a target with its credential, without keeping the secret in clear."""
+    canonical = json.dumps(asdict(target), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(eq=False)
+class _Session:
+    connection_id: str
+    target: UpstreamTarget
+    semaphore: asyncio.Semaphore
+    client: Client | None = None
+    task: asyncio.Task[None] | None = None
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    opening: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_used: float = 0.0
+    in_flight: int = 0
+    failures: int = 0
+    retry_at: float = 0.0
+    last_error: UpstreamError | None = None
+    relisted: bool = False
+    opened: int = 0
+
+
+class UpstreamPool:
+    """Open upstream sessions shared by every call on this event loop."""
+
+    def __init__(
+        self,
+        *,
+        idle_seconds: float = 300.0,
+        max_concurrency: int = 32,
+        on_list_changed: ListChangedFn | None = None,
+    ) -> None:
+        self.idle_seconds = idle_seconds
+        self.max_concurrency = max_concurrency
+        self.on_list_changed = on_list_changed
+        self._sessions: dict[str, _Session] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- public calls ------------------------------------------------------------
+
+    async def call_tool(
+        self,
+        *,
+        connection_id: str,
+        target: UpstreamTarget,
+        name: str,
+        arguments: dict[str, Any] | None,
+        meta: dict[str, Any] | None = None,
+        progress: ProgressFnT | None = None,
+    ) -> dict[str, Any]:
+        """``tools/call`` upstream; the result JSON as the upstream sent it."""
+        params = types.CallToolRequestParams(
+            name=name, arguments=arguments, _meta=cast(types.RequestParamsMeta | None, meta)
+        )
+        return await self._request(
+            connection_id, target, types.CallToolRequest(params=params), progress=progress
+        )
+
+    async def read_resource(
+        self, *, connection_id: str, target: UpstreamTarget, uri: str
+    ) -> dict[str, Any]:
+        request = types.ReadResourceRequest(params=types.ReadResourceRequestParams(uri=uri))
+        return await self._request(connection_id, target, request)
+
+    async def get_prompt(
+        self,
+        *,
+        connection_id: str,
+        target: UpstreamTarget,
+        name: str,
+        arguments: dict[str, str] | None,
+    ) -> dict[str, Any]:
+        request = types.GetPromptRequest(
+            params=types.GetPromptRequestParams(name=name, arguments=arguments)
+        )
+        return await self._request(connection_id, target, request)
+
+    async def complete(
+        self, *, connection_id: str, target: UpstreamTarget, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        request = types.CompleteRequest(params=types.CompleteRequestParams.model_validate(params))
+        return await self._request(connection_id, target, request)
+
+    async def ping(self, *, connection_id: str, target: UpstreamTarget) -> dict[str, Any]:
+        return await self._request(connection_id, target, types.PingRequest())
+
+    def stats(self) -> dict[str, Any]:
+        """Open sessions and their use, for diagnostics and tests."""
+        return {
+            "sessions": sum(1 for s in self._sessions.values() if s.client is not None),
+            "opened": sum(s.opened for s in self._sessions.values()),
+            "in_flight": sum(s.in_flight for s in self._sessions.values()),
+        }
+
+    async def close_connection(self, connection_id: str) -> None:
+        """Close every session of a connection (it was edited or deleted)."""
+        for key, session in list(self._sessions.items()):
+            if session.connection_id == connection_id:
+                del self._sessions[key]
+                await self._close(session)
+
+    async def aclose(self) -> None:
+        """Close every session (shutdown)."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        sessions, self._sessions = list(self._sessions.values()), {}
+        await asyncio.gather(*(self._close(session) for session in sessions))
+
+    # --- the request path -----------------------------------------------------------
+
+    async def _request(
+        self,
+        connection_id: str,
+        target: UpstreamTarget,
+        request: Any,
+        *,
+        progress: ProgressFnT | None = None,
+    ) -> dict[str, Any]:
+        session = self._session_for(connection_id, target)
+        async with session.semaphore:
+            session.in_flight += 1
+            try:
+                for attempt in (1, 2):
+                    client = await self._open(session)
+                    session.last_used = time.monotonic()
+                    try:
+                        result: dict[str, Any] = await client.session.send_request(
+                            request,
+                            _RAW_RESULT,
+                            request_read_timeout_seconds=target.call_timeout,
+                            progress_callback=progress,
+                        )
+                        return result
+                    except MCPError as error:
+                        code = error.error.code
+                        if code == REQUEST_TIMEOUT:
+                            raise UpstreamError(
+                                "timeout",
+                                f"The upstream {target.display} did not answer within "
+                                f"{target.call_timeout:g} s.",
+                            ) from None
+                        if code == CONNECTION_CLOSED:
+                            await self._drop(session, client)
+                            if attempt == 1:
+                                continue
+                            raise UpstreamError(
+                                "unreachable", f"The upstream {target.display} closed the session."
+                            ) from None
+                        if code == HEADER_MISMATCH and attempt == 1 and not session.relisted:
+                            # 2026-07-28 servers may need the tool listed first (x-mcp-header
+                            # mirroring): once per session, not per call.
+                            session.relisted = True
+                            await self._relist_tools(client, target)
+                            continue
+                        raise UpstreamCallError(
+                            code, error.error.message, error.error.data
+                        ) from None
+                    except UpstreamError:
+                        raise
+                    except Exception as error:
+                        # The transport failed under the session (connection reset, the
+                        # server lost our session id): reopen once, then report.
+                        await self._drop(session, client)
+                        if attempt == 1 and _never_sent(error):
+                            continue
+                        raise describe_failure(
+                            error, target=target, http_status=None, timeout=target.call_timeout
+                        ) from None
+                raise AssertionError("unreachable")  # pragma: no cover
+            finally:
+                session.in_flight -= 1
+                session.last_used = time.monotonic()
+
+    def _session_for(self, connection_id: str, target: UpstreamTarget) -> _Session:
+        key = f"{connection_id}:{target_key(target)}"
+        session = self._sessions.get(key)
+        if session is None:
+            session = _Session(
+                connection_id=connection_id,
+                target=target,
+                semaphore=asyncio.Semaphore(self.max_concurrency),
+            )
+            self._sessions[key] = session
+            self._ensure_reaper()
+        return session
+
+    async def _open(self, session: _Session) -> Client:
+        if session.client is not None:
+            return session.client
+        async with session.opening:
+            if session.client is not None:
+                return session.client
+            now = time.monotonic()
+            if session.last_error is not None and now < session.retry_at:
+                wait = session.retry_at - now
+                raise UpstreamError(
+                    session.last_error.kind,
+                    f"{session.last_error.message} (retrying in {max(wait, 0.1):.1f} s)",
+                )
+            ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
+            session.closing = asyncio.Event()
+            session.relisted = False
+            session.task = asyncio.create_task(self._own(session, ready))
+            try:
+                client = await ready
+            except UpstreamError as error:
+                session.failures += 1
+                session.last_error = error
+                backoff = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (session.failures - 1))
+                session.retry_at = time.monotonic() + backoff
+                raise
+            session.failures = 0
+            session.last_error = None
+            session.opened += 1
+            session.client = client
+            return client
+
+    async def _own(self, session: _Session, ready: asyncio.Future[Client]) -> None:
+        """Hold one upstream session open until asked to close or it breaks."""
+        connection_id = session.connection_id
+
+        async def on_message(message: Any) -> None:
+            kind = _list_changed_kind(message)
+            if kind is not None and session.client is not None:
+                self._notify_changed(connection_id, kind, session.client)
+
+        try:
+            async with upstream_session(session.target, message_handler=on_message) as client:
+                ready.set_result(client)
+                listener = asyncio.create_task(self._listen(connection_id, client))
+                try:
+                    await session.closing.wait()
+                finally:
+                    listener.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await listener
+        except UpstreamError as error:
+            if not ready.done():
+                ready.set_exception(error)
+            else:
+                logger.info("Upstream session with %s ended: %s", session.target.display, error)
+        except asyncio.CancelledError:
+            if not ready.done():
+                ready.set_exception(UpstreamError("unreachable", "The session was cancelled."))
+        except Exception as error:  # never let a background task die silently
+            if not ready.done():
+                ready.set_exception(
+                    UpstreamError("protocol", f"Could not open the session: {error}")
+                )
+            else:
+                logger.warning("Upstream session with %s failed", session.target.display)
+        finally:
+            session.client = None
+
+    async def _listen(self, connection_id: str, client: Client) -> None:
+        """2026-07-28: change events arrive on a ``subscriptions/listen`` stream."""
+        capabilities = client.server_capabilities
+        tools = bool(capabilities.tools and capabilities.tools.list_changed)
+        resources = bool(capabilities.resources and capabilities.resources.list_changed)
+        prompts = bool(capabilities.prompts and capabilities.prompts.list_changed)
+        if not (tools or resources or prompts):
+            return
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                async with client.listen(
+                    tools_list_changed=tools,
+                    resources_list_changed=resources,
+                    prompts_list_changed=prompts,
+                ) as subscription:
+                    delay = BACKOFF_FIRST
+                    async for event in subscription:
+                        kind = _event_kind(event)
+                        if kind is not None:
+                            self._notify_changed(connection_id, kind, client)
+            except ListenNotSupportedError:
+                return  # handshake era: notifications come through on_message
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.info("Listen stream of connection %s dropped", connection_id)
+            await asyncio.sleep(delay)
+            delay = min(BACKOFF_MAX, delay * 2)
+
+    def _notify_changed(self, connection_id: str, kind: str, client: Client) -> None:
+        if self.on_list_changed is None:
+            return
+        task = asyncio.create_task(self._run_list_changed(connection_id, kind, client))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _run_list_changed(self, connection_id: str, kind: str, client: Client) -> None:
+        assert self.on_list_changed is not None
+        try:
+            await self.on_list_changed(connection_id, kind, client)
+        except Exception:
+            logger.exception("Refreshing the catalog of connection %s failed", connection_id)
+
+    async def _relist_tools(self, client: Client, target: UpstreamTarget) -> None:
+        cursor: str | None = None
+        with contextlib.suppress(Exception):
+            for _ in range(100):
+                page = await client.list_tools(cursor=cursor, cache_mode="refresh")
+                cursor = page.next_cursor
+                if not cursor:
+                    return
+
+    async def _drop(self, session: _Session, client: Client) -> None:
+        """Forget a broken client so the next call opens a new session."""
+        if session.client is client:
+            session.client = None
+            session.closing.set()
+
+    async def _close(self, session: _Session) -> None:
+        session.closing.set()
+        task = session.task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout=5)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+            except Exception:
+                logger.debug("Closing an upstream session failed", exc_info=True)
+        session.client = None
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.create_task(self._reap())
+
+    async def _reap(self) -> None:
+        """Close sessions nobody used for ``idle_seconds``."""
+        interval = max(0.05, min(self.idle_seconds / 4, 30.0))
+        while self._sessions:
+            await asyncio.sleep(interval)
+            cutoff = time.monotonic() - self.idle_seconds
+            for key, session in list(self._sessions.items()):
+                if session.in_flight == 0 and session.last_used < cutoff:
+                    self._sessions.pop(key, None)
+                    await self._close(session)
+
+
+def _never_sent(error: BaseException) -> bool:
+    """Whether a failure shows the request never reached the upstream (safe to resend)."""
+    text = str(error).lower()
+    return isinstance(error, httpx2.ConnectError) or ("session" in text and "not found" in text)
+
+
+def _list_changed_kind(message: Any) -> str | None:
+    if isinstance(message, types.ToolListChangedNotification):
+        return "tools"
+    if isinstance(message, types.ResourceListChangedNotification):
+        return "resources"
+    if isinstance(message, types.PromptListChangedNotification):
+        return "prompts"
+    return None
+
+
+def _event_kind(event: Any) -> str | None:
+    if isinstance(event, ToolsListChanged):
+        return "tools"
+    if isinstance(event, ResourcesListChanged):
+        return "resources"
+    if isinstance(event, PromptsListChanged):
+        return "prompts"
+    return None
+
+
+_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamPool] = (
+    weakref.WeakKeyDictionary()
+)
+_POOL_FACTORY: Callable[[], UpstreamPool] = UpstreamPool
+
+
+def pool_factory_set(factory: Callable[[], UpstreamPool]) -> None:
+    """How ``upstream_pool()`` builds the pool of a new event loop (set at startup)."""
+    global _POOL_FACTORY
+    _POOL_FACTORY = factory
+
+
+def upstream_pool() -> UpstreamPool:
+    """The pool of the running event loop (one per loop: sessions are bound to their loop)."""
+    loop = asyncio.get_running_loop()
+    pool = _POOLS.get(loop)
+    if pool is None:
+        pool = _POOLS[loop] = _POOL_FACTORY()
+    return pool
