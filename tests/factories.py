@@ -54,3 +54,12 @@ class ConnectionFactory(factory.django.DjangoModelFactory):
     server_url = factory.Sequence(lambda n: f"https://mcp{n}.example.com/mcp")
     transport = Transport.STREAMABLE_HTTP
     auth_type = AuthType.NONE
+
+
+class EndpointFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "endpoints.Endpoint"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    name = factory.Sequence(lambda n: f"Endpoint {n}")
+    slug = factory.Sequence(lambda n: f"endpoint-{n}")

@@ -1,0 +1,94 @@
+"""Change events of endpoints, sent through the Channels layer.
+
+Every instance's transport holds streams of AI clients in group
+``endpoint.<id>``; after a toggle, an alias or an endpoint edit it receives
+``{"type": "endpoint.changed", ...}`` (the consumer's ``endpoint_changed``
+handler), drops its cached served view and sends ``notifications/*/list_changed``.
+Through the channel layer (Redis in production) an edit on one instance reaches
+streams held by another.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import Final, Literal, TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPE: Final = "endpoint.changed"
+
+ChangeKind = Literal["tools", "resources", "prompts", "endpoint", "access", "deleted"]
+"""What changed: a served list (``tools``, ``resources``, ``prompts``), the
+endpoint's own fields (``endpoint``), who may use it (``access``), or it is gone."""
+
+CHANGE_KINDS: Final[tuple[ChangeKind, ...]] = (
+    "tools",
+    "resources",
+    "prompts",
+    "endpoint",
+    "access",
+    "deleted",
+)
+
+
+class EndpointChangedEvent(TypedDict):
+    """The payload of ``endpoint.changed``."""
+
+    type: Literal["endpoint.changed"]
+    endpoint_id: str
+    kinds: list[ChangeKind]
+
+
+def endpoint_group(endpoint_id: uuid.UUID | str) -> str:
+    """The channel-layer group of the streams open on an endpoint."""
+    return f"endpoint.{endpoint_id}"
+
+
+def endpoint_changed_publish(*, endpoint_id: uuid.UUID | str, kinds: Iterable[ChangeKind]) -> None:
+    """Tell every instance's streams on the endpoint that it changed (sync code only)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    wanted = set(kinds)
+    ordered = [kind for kind in CHANGE_KINDS if kind in wanted]
+    event: EndpointChangedEvent = {
+        "type": EVENT_TYPE,
+        "endpoint_id": str(endpoint_id),
+        "kinds": ordered,
+    }
+    async_to_sync(layer.group_send)(endpoint_group(endpoint_id), event)
+
+
+def endpoint_changed_on_commit(
+    *, endpoint_id: uuid.UUID | str, kinds: Iterable[ChangeKind]
+) -> None:
+    """Publish once the current transaction commits (never for a rolled-back change).
+
+    ``robust``: a channel layer that is down must not fail a saved change; it is
+    logged, and clients see the change at their next list.
+    """
+    frozen = list(kinds)
+    transaction.on_commit(
+        lambda: endpoint_changed_publish(endpoint_id=endpoint_id, kinds=frozen), robust=True
+    )
+
+
+def connection_endpoints_changed_publish(
+    *, connection_id: uuid.UUID | str, kinds: Iterable[ChangeKind]
+) -> None:
+    """Publish a change to every endpoint that federates a connection.
+
+    For the catalog refresh: when a server's tools change upstream, the
+    endpoints serving it must refresh their served view.
+    """
+    from endpoints.selectors import endpoint_ids_for_connection
+
+    frozen = list(kinds)
+    for endpoint_id in endpoint_ids_for_connection(connection_id=connection_id):
+        endpoint_changed_on_commit(endpoint_id=endpoint_id, kinds=frozen)
