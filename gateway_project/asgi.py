@@ -1,5 +1,5 @@
-"""ASGI entry point: daphne serves the web UI and API through Django, and (later) the
-MCP transport through Channels consumers, all from this one application."""
+"""ASGI entry point: daphne serves the MCP transport (``/mcp/...``, routed by Channels
+to ``endpoints.transport``) and everything else through Django, from one application."""
 
 import os
 
@@ -13,8 +13,17 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from endpoints.transport import mcp_app  # noqa: E402
+
 application = ProtocolTypeRouter(
     {
-        "http": URLRouter([re_path(r"", django_asgi_app)]),  # type: ignore[arg-type]
+        "http": URLRouter(
+            [
+                re_path(r"^mcp/(?P<slug>[A-Za-z0-9_-]+)/?$", mcp_app),  # type: ignore[arg-type]
+                re_path(r"^mcp/(?P<slug>[A-Za-z0-9_-]+)/(?P<tail>sse|messages)/?$", mcp_app),  # type: ignore[arg-type]
+                re_path(r"^mcp/?$", mcp_app),  # type: ignore[arg-type]
+                re_path(r"", django_asgi_app),  # type: ignore[arg-type]
+            ]
+        ),
     }
 )

@@ -114,13 +114,15 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(DATA_DIR / "gateway.sqlite3"),
+            "NAME": env_str("GATEWAY_SQLITE_PATH", str(DATA_DIR / "gateway.sqlite3")),
             # WAL lets the web server, the worker and beat share the file.
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
+            # A file, not memory, so a live daphne started by the tests shares it.
+            "TEST": {"NAME": str(DATA_DIR / "test-gateway.sqlite3")},
         }
     }
 
@@ -309,6 +311,14 @@ GATEWAY_DEMO_PORT = env_int("GATEWAY_DEMO_PORT", 8765, minimum=1, maximum=65535)
 GATEWAY_ALLOW_PRIVATE_UPSTREAMS = env_bool("GATEWAY_ALLOW_PRIVATE_UPSTREAMS", not PRODUCTION)
 GATEWAY_ALLOW_STDIO = env_bool("GATEWAY_ALLOW_STDIO", False)
 GATEWAY_HEALTH_CHECK_INTERVAL = env_int("GATEWAY_HEALTH_CHECK_INTERVAL", 60, minimum=5)
+# The MCP transport: browser origins allowed besides GATEWAY_PUBLIC_URL's own, the
+# largest request body, and the domain under which each endpoint is also served at
+# https://<slug>.<domain>/mcp (for clients that need the path to be exactly /mcp).
+GATEWAY_ALLOWED_ORIGINS = env_list("GATEWAY_ALLOWED_ORIGINS")
+GATEWAY_MCP_MAX_BODY_BYTES = env_int("GATEWAY_MCP_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+GATEWAY_ENDPOINT_DOMAIN = env_str("GATEWAY_ENDPOINT_DOMAIN", "").lower().strip(".")
+GATEWAY_UPSTREAM_IDLE_SECONDS = env_int("GATEWAY_UPSTREAM_IDLE_SECONDS", 300, minimum=1)
+GATEWAY_UPSTREAM_MAX_CONCURRENCY = env_int("GATEWAY_UPSTREAM_MAX_CONCURRENCY", 32, minimum=1)
 
 CELERY_BEAT_SCHEDULE: dict[str, Any] = {
     "connections-check-due": {

@@ -41,6 +41,16 @@ def _start(args: list[str], port: int) -> subprocess.Popen[bytes]:
     return process
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server; one still holding a client's open stream is killed after 5 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
 @pytest.fixture
 def start_upstream():
     """Start the paged SDK test server: ``start_upstream(token=..., tools=...)``."""
@@ -60,8 +70,7 @@ def start_upstream():
 
     yield start
     for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
+        _stop(process)
 
 
 @pytest.fixture

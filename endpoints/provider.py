@@ -1,0 +1,271 @@
+"""What the MCP transport needs from the database and the upstream pool.
+
+The sync loaders run in a worker thread (``database_sync_to_async``) and only
+when a per-process cache misses; ``GatewayBackend`` is the engine's
+``Backend``: it forwards calls through the upstream pool and turns upstream
+failures into short messages that name the server and leak nothing else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.shared.dispatcher import ProgressFnT
+
+from connections.models import Connection
+from connections.pool import UpstreamCallError, upstream_pool
+from connections.services import upstream_target_for
+from connections.upstream import UpstreamError, UpstreamTarget
+from endpoints.mcp import jsonrpc
+from endpoints.mcp.engine import CallContext, ProgressSink, Route, ServedView
+from endpoints.mcp.jsonrpc import ProtocolError
+from endpoints.models import Endpoint
+from endpoints.selectors import endpoint_member_may_use, endpoint_served
+from oauth.models import Membership
+from oauth.services import api_token_authenticate
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: a user in an organisation, through one token."""
+
+    user_id: int
+    username: str
+    organization_id: uuid.UUID
+    token_id: str
+    token_kind: str  # "api_token" (OAuth grants join in the OAuth issue)
+    client_name: str
+
+
+@dataclass(frozen=True)
+class LoadedEndpoint:
+    """An endpoint as the transport serves it (immutable; cached per process)."""
+
+    id: str
+    slug: str
+    organization_id: uuid.UUID
+    view: ServedView
+    connection_ids: tuple[str, ...]
+
+
+def principal_from_token(raw: str) -> Principal | None:
+    """The principal of a bearer token, or None when it is unknown, revoked or expired."""
+    token = api_token_authenticate(raw=raw)
+    if token is None:
+        return None
+    return Principal(
+        user_id=token.user_id,
+        username=token.user.get_username(),
+        organization_id=token.organization_id,
+        token_id=str(token.pk),
+        token_kind="api_token",
+        client_name=token.name,
+    )
+
+
+def _instructions(endpoint: Endpoint, connections: list[Connection]) -> str:
+    """The endpoint's description, then each server's instructions under its name.
+
+    An admin's instructions for a connection replace the server's own.
+    """
+    parts = [endpoint.description.strip()] if endpoint.description.strip() else []
+    for connection in connections:
+        text = (connection.instructions or connection.server_instructions or "").strip()
+        if text:
+            parts.append(f"## {connection.name}\n{text}")
+    return "\n\n".join(parts)
+
+
+def endpoint_load(*, slug: str) -> LoadedEndpoint | None:
+    """The served view of the endpoint at ``/mcp/<slug>``, or None."""
+    endpoint = Endpoint.objects.filter(slug=slug).first()
+    if endpoint is None:
+        return None
+    connections = list(
+        Connection.objects.filter(endpoint_links__endpoint=endpoint).order_by("name", "pk")
+    )
+    names = {connection.pk: connection.name for connection in connections}
+    served = endpoint_served(endpoint=endpoint)
+
+    def route(connection_id: uuid.UUID, upstream: str) -> Route:
+        return Route(str(connection_id), upstream, names.get(connection_id, "upstream"))
+
+    def resolve_resource(uri: str) -> Route | None:
+        found = served.resource_route(uri)
+        return None if found is None else route(found.connection_id, found.upstream_uri)
+
+    view = ServedView(
+        endpoint_id=str(endpoint.pk),
+        name=endpoint.name,
+        version="1.0",
+        instructions=_instructions(endpoint, connections),
+        tools=tuple(tool.definition for tool in served.tools),
+        tool_routes={t.name: route(t.connection_id, t.upstream_name) for t in served.tools},
+        resources=tuple(resource.definition for resource in served.resources),
+        resource_templates=tuple(template.definition for template in served.resource_templates),
+        prompts=tuple(prompt.definition for prompt in served.prompts),
+        prompt_routes={p.name: route(p.connection_id, p.upstream_name) for p in served.prompts},
+        template_routes={
+            t.uri_template: route(t.connection_id, t.upstream_uri_template)
+            for t in served.resource_templates
+        },
+        resolve_resource=resolve_resource,
+    )
+    return LoadedEndpoint(
+        id=str(endpoint.pk),
+        slug=endpoint.slug,
+        organization_id=endpoint.organization_id,
+        view=view,
+        connection_ids=tuple(str(connection.pk) for connection in connections),
+    )
+
+
+def endpoint_access(*, principal: Principal, endpoint_id: str) -> str:
+    """``ok``, ``forbidden`` (a member not chosen) or ``not_found`` (another organisation)."""
+    endpoint = Endpoint.objects.filter(pk=endpoint_id).first()
+    if endpoint is None or endpoint.organization_id != principal.organization_id:
+        return "not_found"
+    membership = Membership.objects.filter(
+        organization_id=endpoint.organization_id, user_id=principal.user_id
+    ).first()
+    if membership is None:
+        return "not_found"
+    return (
+        "ok" if endpoint_member_may_use(endpoint=endpoint, membership=membership) else "forbidden"
+    )
+
+
+def connection_targets_load(*, connection_ids: list[str]) -> dict[str, UpstreamTarget | str]:
+    """How to reach each connection, or why it cannot be reached (a message)."""
+    targets: dict[str, UpstreamTarget | str] = {}
+    for connection in Connection.objects.filter(pk__in=connection_ids):
+        try:
+            targets[str(connection.pk)] = upstream_target_for(connection=connection)
+        except UpstreamError as error:
+            targets[str(connection.pk)] = error.message
+    return targets
+
+
+_FAILURE_TEXT = {
+    "timeout": "did not answer in time",
+    "unreachable": "is unreachable right now",
+    "refused": "is not reachable from the gateway",
+    "tls": "could not be reached securely (TLS failed)",
+    "unauthorized": "refused the gateway's credential",
+    "forbidden": "refused access",
+    "not_found": "is not at its configured address",
+    "http": "answered with an HTTP error",
+    "protocol": "answered with an MCP protocol error",
+    "credential": "has a credential the gateway cannot read",
+    "disabled": "cannot be started on this gateway",
+}
+
+
+def upstream_failure_message(server: str, error: UpstreamError) -> str:
+    """A short message naming the server; never a host, a header or a credential."""
+    return f"The server {server!r} {_FAILURE_TEXT.get(error.kind, 'failed')}."
+
+
+class _ProgressRelay:
+    """Relays upstream progress to the client under the client's own progress token."""
+
+    def __init__(self, token: Any, notify: ProgressSink) -> None:
+        self.token, self.notify = token, notify
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        params: dict[str, Any] = {"progressToken": self.token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await self.notify(jsonrpc.notification("notifications/progress", params))
+
+
+class GatewayBackend:
+    """Forwards engine calls through the upstream pool of the running event loop."""
+
+    def __init__(self, targets: Any) -> None:
+        # ``targets``: an async callable connection_id -> UpstreamTarget | str (cached).
+        self._targets = targets
+
+    async def _target(self, route: Route) -> UpstreamTarget:
+        target = await self._targets(route.connection_id)
+        if isinstance(target, str):
+            raise UpstreamError("credential", target)
+        return target
+
+    async def call_tool(
+        self,
+        ctx: CallContext,
+        route: Route,
+        arguments: dict[str, Any] | None,
+        meta: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        progress: ProgressFnT | None = None
+        token = meta.get("progressToken") if meta else None
+        if token is not None and ctx.notify is not None:
+            progress = _ProgressRelay(token, ctx.notify)
+
+        upstream_meta = {k: v for k, v in (meta or {}).items() if not k.startswith("io.model")}
+        upstream_meta.pop("progressToken", None)
+        try:
+            target = await self._target(route)
+            return await upstream_pool().call_tool(
+                connection_id=route.connection_id,
+                target=target,
+                name=route.upstream_name,
+                arguments=arguments,
+                meta=upstream_meta or None,
+                progress=progress,
+            )
+        except UpstreamError as error:
+            text = upstream_failure_message(route.server_label, error)
+            return {"content": [{"type": "text", "text": text}], "isError": True}
+        except UpstreamCallError as error:
+            raise ProtocolError(error.code, error.message, error.data) from None
+
+    async def _forward(self, route: Route, call: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            target = await self._target(route)
+            method = getattr(upstream_pool(), call)
+            result: dict[str, Any] = await method(
+                connection_id=route.connection_id, target=target, **kwargs
+            )
+            return result
+        except UpstreamError as error:
+            raise ProtocolError(
+                jsonrpc.SERVER_ERROR, upstream_failure_message(route.server_label, error)
+            ) from None
+        except UpstreamCallError as error:
+            raise ProtocolError(error.code, error.message, error.data) from None
+
+    async def read_resource(self, ctx: CallContext, route: Route, uri: str) -> dict[str, Any]:
+        result = await self._forward(route, "read_resource", uri=route.upstream_name)
+        contents = result.get("contents")
+        if isinstance(contents, list):
+            # Answer with the URI the client asked for, not the upstream's.
+            for item in contents:
+                if isinstance(item, dict) and item.get("uri") == route.upstream_name:
+                    item["uri"] = uri
+        return result
+
+    async def get_prompt(
+        self, ctx: CallContext, route: Route, arguments: dict[str, str] | None
+    ) -> dict[str, Any]:
+        return await self._forward(
+            route, "get_prompt", name=route.upstream_name, arguments=arguments
+        )
+
+    async def complete(
+        self, ctx: CallContext, route: Route, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        upstream = dict(params)
+        ref = dict(params["ref"])
+        if ref.get("type") == "ref/prompt":
+            ref["name"] = route.upstream_name
+        else:
+            ref["uri"] = route.upstream_name
+        upstream["ref"] = ref
+        return await self._forward(route, "complete", params=upstream)

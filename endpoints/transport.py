@@ -1,0 +1,984 @@
+"""The MCP transport: serves ``/mcp/<slug>`` to AI clients under daphne.
+
+A plain ASGI application, routed by Channels (``gateway_project/asgi.py``), for
+every request of every revision on one URL:
+
+- Streamable HTTP, handshake era (2025-03-26 … 2025-11-25): ``initialize``
+  opens a session whose id is *signed* (endpoint, principal, version), so any
+  instance can serve its next request with no shared session lookup; a
+  DELETE marks it ended in the shared cache and tells every instance through
+  the channel layer. GET opens the stream that carries ``list_changed``.
+- Streamable HTTP, 2026-07-28: stateless; ``_meta`` and the mirrored
+  ``MCP-Protocol-Version``/``Mcp-Method``/``Mcp-Name`` headers are checked per
+  request; ``subscriptions/listen`` is the change stream.
+- Legacy HTTP+SSE (2024-11-05): ``GET /mcp/<slug>/sse`` and
+  ``POST /mcp/<slug>/messages?session_id=…``; a POST served by another
+  instance reaches the stream through the channel layer.
+
+Per-process caches keep the hot path free of database round trips: the served
+view of an endpoint (dropped on ``endpoint.changed``), token lookups (one
+second, so a revoked token stops within a second everywhere), upstream targets.
+The ``Hub`` is this process's single channel-layer listener: change events,
+session ends and messages for the legacy SSE streams it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core import signing
+from django.core.cache import cache
+from django.http.request import split_domain_port, validate_host
+
+from connections.upstream import UpstreamTarget
+from endpoints import provider
+from endpoints.events import endpoint_group
+from endpoints.mcp import jsonrpc
+from endpoints.mcp.engine import CallContext, Engine
+from endpoints.mcp.sse import SSE_KEEPALIVE, sse_event
+from endpoints.provider import LoadedEndpoint, Principal
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+SESSION_SALT: Final = "mcp-session"
+SESSION_GROUP: Final = "mcp.sessions"
+SESSION_ENDED_TTL: Final = 7 * 24 * 3600
+TOKEN_TTL: Final = 1.0
+TARGET_TTL: Final = 5.0
+VIEW_TTL: Final = 60.0
+KEEPALIVE_SECONDS: Final = 15.0
+GATEWAY_VERSION: Final = "1.0"
+_JSON_HEADERS: Final = [(b"content-type", b"application/json")]
+_SSE_HEADERS: Final = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def _dumps(message: Any) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --- per-process state --------------------------------------------------------------
+
+
+@dataclass
+class _Stream:
+    """An open SSE stream of this process that pushes reach."""
+
+    endpoint_id: str
+    session_id: str | None
+    queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+    listen_id: Any = None  # 2026-07-28 subscriptions/listen: the request id
+    wants: frozenset[str] = frozenset({"tools", "resources", "prompts"})
+
+
+class Hub:
+    """This process's caches and its one channel-layer listener."""
+
+    def __init__(self) -> None:
+        self.views: dict[str, tuple[float, LoadedEndpoint | None]] = {}
+        self.tokens: dict[str, tuple[float, Principal | None]] = {}
+        self.access: dict[tuple[str, str], tuple[float, str]] = {}
+        self.targets: dict[str, tuple[float, UpstreamTarget | str]] = {}
+        self.ended_sessions: dict[str, bool] = {}
+        self.streams: dict[str, _Stream] = {}
+        self.channel: str | None = None
+        self._watched: dict[str, float] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+        self.engine = Engine(provider.GatewayBackend(self.target), server_version=GATEWAY_VERSION)
+
+    async def start(self) -> None:
+        if self._listener is not None:
+            return
+        async with self._start_lock:
+            if self._listener is not None:
+                return
+            layer = get_channel_layer()
+            if layer is not None:
+                self.channel = await layer.new_channel("mcp.hub.")
+                await layer.group_add(SESSION_GROUP, self.channel)
+            self._listener = asyncio.create_task(self._listen())
+
+    async def watch(self, endpoint_id: str) -> None:
+        """Join the endpoint's change group (again every hour: groups expire)."""
+        now = time.monotonic()
+        if self._watched.get(endpoint_id, 0.0) > now:
+            return
+        self._watched[endpoint_id] = now + 3600
+        layer = get_channel_layer()
+        if layer is not None and self.channel is not None:
+            await layer.group_add(endpoint_group(endpoint_id), self.channel)
+
+    async def _listen(self) -> None:
+        layer = get_channel_layer()
+        if layer is None or self.channel is None:
+            return
+        while True:
+            try:
+                message = await layer.receive(self.channel)
+                self.dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("MCP hub: channel layer receive failed", exc_info=True)
+                await asyncio.sleep(1.0)
+
+    def dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "endpoint.changed":
+            endpoint_id = str(message.get("endpoint_id"))
+            kinds = set(message.get("kinds") or ())
+            self.endpoint_changed(endpoint_id, kinds)
+        elif kind == "mcp.session.ended":
+            self.session_ended(str(message.get("session_id")))
+        elif kind == "mcp.deliver":
+            stream = self.streams.get(str(message.get("stream")))
+            if stream is not None:
+                stream.queue.put_nowait(message.get("message"))
+
+    def endpoint_changed(self, endpoint_id: str, kinds: set[str]) -> None:
+        for slug, (_, loaded) in list(self.views.items()):
+            if loaded is None or loaded.id == endpoint_id:
+                self.views.pop(slug, None)
+        if "access" in kinds or "deleted" in kinds:
+            self.access = {k: v for k, v in self.access.items() if k[1] != endpoint_id}
+            self.targets.clear()
+        lists = {"tools", "resources", "prompts"} & kinds
+        if "endpoint" in kinds:
+            lists = {"tools", "resources", "prompts"}
+        for stream in list(self.streams.values()):
+            if stream.endpoint_id != endpoint_id:
+                continue
+            if "deleted" in kinds:
+                stream.queue.put_nowait(None)
+                continue
+            for name in sorted(lists & stream.wants):
+                params = (
+                    {"_meta": {jsonrpc.META_SUBSCRIPTION_ID: stream.listen_id}}
+                    if stream.listen_id is not None
+                    else None
+                )
+                stream.queue.put_nowait(
+                    jsonrpc.notification(f"notifications/{name}/list_changed", params)
+                )
+
+    def session_ended(self, session_id: str) -> None:
+        self.ended_sessions[session_id] = True
+        for stream in list(self.streams.values()):
+            if stream.session_id == session_id:
+                stream.queue.put_nowait(None)
+
+    # --- cached loads -------------------------------------------------------------------
+
+    async def view(self, slug: str) -> LoadedEndpoint | None:
+        now = time.monotonic()
+        cached = self.views.get(slug)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        loaded = await database_sync_to_async(provider.endpoint_load)(slug=slug)
+        self.views[slug] = (now + VIEW_TTL, loaded)
+        if loaded is not None:
+            await self.watch(loaded.id)
+        return loaded
+
+    async def principal(self, raw: str) -> Principal | None:
+        key = hashlib.sha256(raw.encode()).hexdigest()
+        now = time.monotonic()
+        cached = self.tokens.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        principal = await database_sync_to_async(provider.principal_from_token)(raw)
+        if len(self.tokens) > 10_000:
+            self.tokens.clear()
+        self.tokens[key] = (now + TOKEN_TTL, principal)
+        return principal
+
+    async def endpoint_access(self, principal: Principal, endpoint_id: str) -> str:
+        key = (f"{principal.token_kind}:{principal.token_id}", endpoint_id)
+        now = time.monotonic()
+        cached = self.access.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        verdict = await database_sync_to_async(provider.endpoint_access)(
+            principal=principal, endpoint_id=endpoint_id
+        )
+        if len(self.access) > 10_000:
+            self.access.clear()
+        self.access[key] = (now + TOKEN_TTL, verdict)
+        return verdict
+
+    async def target(self, connection_id: str) -> UpstreamTarget | str:
+        now = time.monotonic()
+        cached = self.targets.get(connection_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        loaded = await database_sync_to_async(provider.connection_targets_load)(
+            connection_ids=[connection_id]
+        )
+        target = loaded.get(connection_id, "The server is no longer registered.")
+        self.targets[connection_id] = (now + TARGET_TTL, target)
+        return target
+
+    async def is_session_ended(self, session_id: str) -> bool:
+        if session_id in self.ended_sessions:
+            return self.ended_sessions[session_id]
+        ended = bool(await cache.aget(f"mcp:ended:{_digest(session_id)}"))
+        if len(self.ended_sessions) > 100_000:
+            self.ended_sessions.clear()
+        self.ended_sessions[session_id] = ended
+        return ended
+
+    async def end_session(self, session_id: str) -> None:
+        await cache.aset(f"mcp:ended:{_digest(session_id)}", True, SESSION_ENDED_TTL)
+        self.session_ended(session_id)
+        layer = get_channel_layer()
+        if layer is not None:
+            await layer.group_send(
+                SESSION_GROUP, {"type": "mcp.session.ended", "session_id": session_id}
+            )
+
+    async def deliver(self, channel: str, stream_id: str, message: dict[str, Any]) -> None:
+        """Send a message to a legacy SSE stream, here or on another instance."""
+        if channel == self.channel or channel == "":
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                stream.queue.put_nowait(message)
+            return
+        layer = get_channel_layer()
+        if layer is not None:
+            await layer.send(
+                channel, {"type": "mcp.deliver", "stream": stream_id, "message": message}
+            )
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+_HUBS: dict[asyncio.AbstractEventLoop, Hub] = {}
+
+
+async def hub() -> Hub:
+    """The hub of the running event loop (one per process under daphne)."""
+    loop = asyncio.get_running_loop()
+    found = _HUBS.get(loop)
+    if found is None:
+        for stale in [other for other in _HUBS if other.is_closed()]:
+            del _HUBS[stale]
+        found = _HUBS[loop] = Hub()
+    await found.start()
+    return found
+
+
+# --- HTTP helpers -----------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """The parts of an HTTP request the transport reads."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    query: dict[str, list[str]]
+    scope: Scope
+
+    @classmethod
+    def from_scope(cls, scope: Scope) -> Request:
+        headers: dict[str, str] = {}
+        for name, value in scope.get("headers", []):
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        return cls(
+            method=scope.get("method", "GET"),
+            path=scope.get("path", ""),
+            headers=headers,
+            query=parse_qs(scope.get("query_string", b"").decode("latin-1")),
+            scope=scope,
+        )
+
+    def accepts(self, media: str) -> bool:
+        accept = self.headers.get("accept", "")
+        return media in accept or "*/*" in accept or not accept
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    all_headers = list(headers or [])
+    if body:
+        all_headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _json(
+    send: Send, status: int, message: Any, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await _respond(send, status, _dumps(message), [*_JSON_HEADERS, *(extra or [])])
+
+
+async def _rpc_error(send: Send, status: int, code: int, message: str, data: Any = None) -> None:
+    await _json(send, status, jsonrpc.error(None, code, message, data))
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None when it exceeds ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _allowed_origins() -> set[str]:
+    origins = {origin.rstrip("/") for origin in settings.GATEWAY_ALLOWED_ORIGINS}
+    public = urlsplit(settings.GATEWAY_PUBLIC_URL)
+    origins.add(f"{public.scheme}://{public.netloc}")
+    return origins
+
+
+def _origin_allowed(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.rstrip("/")
+    if origin in _allowed_origins():
+        return True
+    # The gateway's own pages on the host the request was sent to.
+    host = request.headers.get("host", "")
+    return origin in (f"https://{host}", f"http://{host}")
+
+
+def _host_allowed(request: Request) -> bool:
+    host = request.headers.get("host", "")
+    domain, _port = split_domain_port(host)
+    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+
+
+def resource_url(slug: str) -> str:
+    return f"{settings.GATEWAY_PUBLIC_URL}/mcp/{slug}"
+
+
+def _challenge(slug: str, error: str | None = None) -> list[tuple[bytes, bytes]]:
+    metadata = f"{settings.GATEWAY_PUBLIC_URL}/.well-known/oauth-protected-resource/mcp/{slug}"
+    parts = [f'resource_metadata="{metadata}"', 'scope="mcp"']
+    if error:
+        parts.insert(0, f'error="{error}"')
+    return [(b"www-authenticate", ("Bearer " + ", ".join(parts)).encode())]
+
+
+# --- sessions (handshake era and legacy SSE) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a signed session id carries."""
+
+    endpoint_id: str
+    principal: str
+    protocol_version: str
+    client: dict[str, Any]
+    channel: str = ""  # legacy SSE: the hub channel holding the stream
+    stream: str = ""  # legacy SSE: the stream on that hub
+
+
+def _principal_key(principal: Principal) -> str:
+    return f"{principal.token_kind}:{principal.token_id}"
+
+
+def session_create(session: Session) -> str:
+    payload = {
+        "e": session.endpoint_id,
+        "p": session.principal,
+        "v": session.protocol_version,
+        "c": session.client,
+        "n": secrets.token_urlsafe(12),
+    }
+    if session.stream:
+        payload["h"], payload["s"] = session.channel, session.stream
+    return signing.dumps(payload, salt=SESSION_SALT, compress=True)
+
+
+_SESSION_CACHE: dict[str, Session | None] = {}
+
+
+def session_read(session_id: str) -> Session | None:
+    """The session a signed id carries, or None when it was tampered with."""
+    found = _SESSION_CACHE.get(session_id, False)
+    if found is not False:
+        return found  # type: ignore[return-value]
+    try:
+        payload = signing.loads(session_id, salt=SESSION_SALT)
+        session: Session | None = Session(
+            endpoint_id=str(payload["e"]),
+            principal=str(payload["p"]),
+            protocol_version=str(payload["v"]),
+            client=dict(payload.get("c") or {}),
+            channel=str(payload.get("h", "")),
+            stream=str(payload.get("s", "")),
+        )
+    except (signing.BadSignature, KeyError, TypeError, ValueError):
+        session = None
+    if len(_SESSION_CACHE) > 100_000:
+        _SESSION_CACHE.clear()
+    _SESSION_CACHE[session_id] = session
+    return session
+
+
+# --- the application ------------------------------------------------------------------------
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None):
+        self.status, self.body, self.headers = status, body, headers or []
+
+
+async def mcp_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """ASGI entry point for ``/mcp/<slug>``, ``/mcp/<slug>/sse`` and ``…/messages``."""
+    if scope["type"] != "http":
+        return
+    request = Request.from_scope(scope)
+    kwargs = scope.get("url_route", {}).get("kwargs", {})
+    slug = kwargs.get("slug") or _slug_from_host(request)
+    tail = kwargs.get("tail", "")
+    try:
+        if not _host_allowed(request):
+            raise _Refusal(400, {"error": "Bad Request: this host is not served here."})
+        if not _origin_allowed(request):
+            raise _Refusal(
+                403, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "Forbidden: origin not allowed")
+            )
+        if not slug:
+            raise _Refusal(404, {"error": "No MCP endpoint here."})
+        the_hub = await hub()
+        principal = await _authenticate(the_hub, request, slug)
+        loaded = await the_hub.view(slug)
+        if loaded is None:
+            raise _Refusal(404, {"error": f"No MCP endpoint named {slug!r}."})
+        verdict = await the_hub.endpoint_access(principal, loaded.id)
+        if verdict == "not_found":
+            raise _Refusal(404, {"error": f"No MCP endpoint named {slug!r}."})
+        if verdict == "forbidden":
+            raise _Refusal(
+                403, {"error": "You are not allowed to use this endpoint; ask an admin."}
+            )
+        if tail == "sse":
+            await _legacy_sse_stream(the_hub, request, receive, send, loaded, principal)
+        elif tail == "messages":
+            await _legacy_message(the_hub, request, receive, send, loaded, principal)
+        elif request.method == "POST":
+            await _post(the_hub, request, receive, send, loaded, principal)
+        elif request.method == "GET":
+            await _get_stream(the_hub, request, receive, send, loaded, principal)
+        elif request.method == "DELETE":
+            await _delete(the_hub, request, send, loaded, principal)
+        else:
+            raise _Refusal(
+                405, {"error": "Method not allowed."}, [(b"allow", b"GET, POST, DELETE")]
+            )
+    except _Refusal as refusal:
+        await _json(send, refusal.status, refusal.body, refusal.headers)
+
+
+def _slug_from_host(request: Request) -> str:
+    domain = settings.GATEWAY_ENDPOINT_DOMAIN
+    if not domain:
+        return ""
+    host, _port = split_domain_port(request.headers.get("host", ""))
+    suffix = "." + domain.lower()
+    if host.endswith(suffix) and host.count(".") == suffix.count("."):
+        return host[: -len(suffix)]
+    return ""
+
+
+async def _authenticate(the_hub: Hub, request: Request, slug: str) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, raw = header.partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        raise _Refusal(
+            401,
+            {"error": "Authentication required: send Authorization: Bearer <token>."},
+            _challenge(slug),
+        )
+    principal = await the_hub.principal(raw.strip())
+    if principal is None:
+        raise _Refusal(
+            401,
+            {"error": "The access token is invalid, expired or revoked."},
+            _challenge(slug, "invalid_token"),
+        )
+    return principal
+
+
+def _era_of(request: Request, message: dict[str, Any]) -> str | None:
+    """The protocol version a request speaks when it says so (2026-07-28), else None."""
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if isinstance(meta, dict) and jsonrpc.META_PROTOCOL_VERSION in meta:
+        return str(meta[jsonrpc.META_PROTOCOL_VERSION])
+    header = request.headers.get("mcp-protocol-version")
+    if header in jsonrpc.MODERN_VERSIONS:
+        return header
+    return None
+
+
+async def _post(
+    the_hub: Hub,
+    request: Request,
+    receive: Receive,
+    send: Send,
+    loaded: LoadedEndpoint,
+    principal: Principal,
+) -> None:
+    body = await _read_body(receive, settings.GATEWAY_MCP_MAX_BODY_BYTES)
+    if body is None:
+        raise _Refusal(413, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "Request body too large"))
+    try:
+        message = json.loads(body)
+    except ValueError:
+        raise _Refusal(
+            400, jsonrpc.error(None, jsonrpc.PARSE_ERROR, "Parse error: the body is not JSON")
+        ) from None
+    if isinstance(message, list):
+        raise _Refusal(
+            400, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "JSON-RPC batches are not supported")
+        )
+    kind = jsonrpc.classify(message)
+    if kind == "invalid":
+        raise _Refusal(
+            400, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "Invalid JSON-RPC message")
+        )
+
+    modern_version = _era_of(request, message)
+    if modern_version is not None and message.get("method") != "initialize":
+        await _post_modern(
+            the_hub, request, receive, send, loaded, principal, message, kind, modern_version
+        )
+        return
+    if kind == "request" and message["method"] == "initialize":
+        await _initialize(the_hub, request, send, loaded, principal, message)
+        return
+
+    session_id = request.headers.get("mcp-session-id")
+    if not session_id:
+        raise _Refusal(
+            400,
+            jsonrpc.error(
+                message.get("id"),
+                jsonrpc.INVALID_REQUEST,
+                "Bad Request: Mcp-Session-Id header is required (send initialize first)",
+            ),
+        )
+    session = await _session_for(the_hub, session_id, loaded, principal)
+    header_version = request.headers.get("mcp-protocol-version")
+    if header_version is not None and header_version not in jsonrpc.SUPPORTED_VERSIONS:
+        raise _Refusal(
+            400,
+            jsonrpc.error(
+                message.get("id"),
+                jsonrpc.INVALID_REQUEST,
+                f"Unsupported MCP-Protocol-Version: {header_version}",
+            ),
+        )
+    if kind != "request":
+        await _respond(send, 202)
+        return
+    ctx = CallContext(
+        view=loaded.view,
+        protocol_version=session.protocol_version,
+        principal=principal,
+        session_id=session_id,
+        client_info=session.client,
+    )
+    await _answer(the_hub, request, send, ctx, message, [])
+
+
+async def _session_for(
+    the_hub: Hub, session_id: str, loaded: LoadedEndpoint, principal: Principal
+) -> Session:
+    session = session_read(session_id)
+    if (
+        session is None
+        or session.endpoint_id != loaded.id
+        or session.principal != _principal_key(principal)
+        or await the_hub.is_session_ended(session_id)
+    ):
+        raise _Refusal(
+            404, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "Session not found: initialize again")
+        )
+    return session
+
+
+async def _initialize(
+    the_hub: Hub,
+    request: Request,
+    send: Send,
+    loaded: LoadedEndpoint,
+    principal: Principal,
+    message: dict[str, Any],
+) -> None:
+    params = message.get("params") if isinstance(message.get("params"), dict) else {}
+    requested = params.get("protocolVersion") if isinstance(params, dict) else None
+    version = requested if requested in jsonrpc.HANDSHAKE_VERSIONS else jsonrpc.LATEST_HANDSHAKE
+    client = params.get("clientInfo") if isinstance(params, dict) else None
+    client_info = {
+        "name": str(client.get("name", ""))[:100] if isinstance(client, dict) else "",
+        "version": str(client.get("version", ""))[:50] if isinstance(client, dict) else "",
+    }
+    session_id = session_create(
+        Session(
+            endpoint_id=loaded.id,
+            principal=_principal_key(principal),
+            protocol_version=version,
+            client=client_info,
+        )
+    )
+    ctx = CallContext(
+        view=loaded.view,
+        protocol_version=version,
+        principal=principal,
+        session_id=session_id,
+        client_info=client_info,
+    )
+    await _answer(the_hub, request, send, ctx, message, [(b"mcp-session-id", session_id.encode())])
+
+
+def _header_mismatch(message: dict[str, Any], text: str) -> _Refusal:
+    return _Refusal(400, jsonrpc.error(message.get("id"), jsonrpc.HEADER_MISMATCH, text))
+
+
+async def _post_modern(
+    the_hub: Hub,
+    request: Request,
+    receive: Receive,
+    send: Send,
+    loaded: LoadedEndpoint,
+    principal: Principal,
+    message: dict[str, Any],
+    kind: str,
+    version: str,
+) -> None:
+    request_id = message.get("id")
+    if version not in jsonrpc.MODERN_VERSIONS:
+        raise _Refusal(
+            400,
+            jsonrpc.error(
+                request_id,
+                jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
+                f"Unsupported protocol version: {version}",
+                {"supported": list(jsonrpc.SUPPORTED_VERSIONS), "requested": version},
+            ),
+        )
+    if kind != "request":
+        await _respond(send, 202)
+        return
+    method = message["method"]
+    header_version = request.headers.get("mcp-protocol-version")
+    if header_version is not None and header_version != version:
+        raise _header_mismatch(message, "MCP-Protocol-Version header does not match _meta")
+    header_method = request.headers.get("mcp-method")
+    if header_method is not None and header_method != method:
+        raise _header_mismatch(message, "Mcp-Method header does not match the body's method")
+    raw_params = message.get("params")
+    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    key = jsonrpc.NAME_BEARING.get(method)
+    if (
+        key is not None
+        and "mcp-name" in request.headers
+        and _decode_header(request.headers["mcp-name"]) != params.get(key)
+    ):
+        raise _header_mismatch(message, "Mcp-Name header does not match the body")
+    meta = params.get("_meta")
+    if method != "server/discover" and (
+        not isinstance(meta, dict) or jsonrpc.META_CLIENT_CAPABILITIES not in meta
+    ):
+        raise _Refusal(
+            400,
+            jsonrpc.error(
+                request_id,
+                jsonrpc.INVALID_PARAMS,
+                f"params._meta must carry {jsonrpc.META_CLIENT_CAPABILITIES}",
+            ),
+        )
+    client = meta.get(jsonrpc.META_CLIENT_INFO) if isinstance(meta, dict) else None
+    ctx = CallContext(
+        view=loaded.view,
+        protocol_version=version,
+        principal=principal,
+        client_info=client if isinstance(client, dict) else None,
+    )
+    if method == "subscriptions/listen":
+        await _listen(the_hub, receive, send, loaded, message)
+        return
+    await _answer(the_hub, request, send, ctx, message, [])
+
+
+def _decode_header(value: str) -> str:
+    if value.startswith("=?base64?") and value.endswith("?="):
+        import base64
+
+        try:
+            return base64.b64decode(value[9:-2]).decode()
+        except ValueError:
+            return value
+    return value
+
+
+async def _answer(
+    the_hub: Hub,
+    request: Request,
+    send: Send,
+    ctx: CallContext,
+    message: dict[str, Any],
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """Run one request; answer JSON, or SSE when progress must reach the client first."""
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    wants_progress = (
+        message["method"] == "tools/call"
+        and isinstance(meta, dict)
+        and "progressToken" in meta
+        and "text/event-stream" in request.headers.get("accept", "")
+    )
+    if not wants_progress:
+        response, status = await the_hub.engine.handle(ctx, message)
+        await _json(send, status, response, headers)
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
+
+    async def notify(notification: dict[str, Any]) -> None:
+        await send(
+            {"type": "http.response.body", "body": sse_event(notification), "more_body": True}
+        )
+
+    ctx.notify = notify
+    response, _status = await the_hub.engine.handle(ctx, message)
+    await send({"type": "http.response.body", "body": sse_event(response), "more_body": False})
+
+
+async def _pump(
+    the_hub: Hub,
+    stream_id: str,
+    stream: _Stream,
+    receive: Receive,
+    send: Send,
+    first: list[bytes],
+    frame: Callable[[dict[str, Any]], bytes],
+) -> None:
+    """Hold an SSE stream open: write queued messages, keep it alive, stop on disconnect."""
+    the_hub.streams[stream_id] = stream
+
+    async def disconnected() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.create_task(disconnected())
+    try:
+        for chunk in first:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        while not watcher.done():
+            getter = asyncio.ensure_future(stream.queue.get())
+            done, _ = await asyncio.wait(
+                {getter, watcher}, timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getter not in done:
+                getter.cancel()
+                if not watcher.done():
+                    await send(
+                        {"type": "http.response.body", "body": SSE_KEEPALIVE, "more_body": True}
+                    )
+                continue
+            item = getter.result()
+            if item is None:
+                break
+            await send({"type": "http.response.body", "body": frame(item), "more_body": True})
+    finally:
+        the_hub.streams.pop(stream_id, None)
+        watcher.cancel()
+        with contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _get_stream(
+    the_hub: Hub,
+    request: Request,
+    receive: Receive,
+    send: Send,
+    loaded: LoadedEndpoint,
+    principal: Principal,
+) -> None:
+    if request.headers.get("mcp-protocol-version") in jsonrpc.MODERN_VERSIONS:
+        raise _Refusal(
+            405,
+            {"error": "2026-07-28 has no GET stream: use subscriptions/listen."},
+            [(b"allow", b"POST")],
+        )
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        raise _Refusal(406, {"error": "Not Acceptable: the GET stream is text/event-stream."})
+    session_id = request.headers.get("mcp-session-id")
+    if not session_id:
+        raise _Refusal(400, {"error": "Bad Request: Mcp-Session-Id header is required."})
+    await _session_for(the_hub, session_id, loaded, principal)
+    await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
+    stream = _Stream(endpoint_id=loaded.id, session_id=session_id)
+    await _pump(
+        the_hub, secrets.token_hex(8), stream, receive, send, [b": stream open\n\n"], sse_event
+    )
+
+
+async def _listen(
+    the_hub: Hub, receive: Receive, send: Send, loaded: LoadedEndpoint, message: dict[str, Any]
+) -> None:
+    """2026-07-28 ``subscriptions/listen``: acknowledge, then stream change notifications."""
+    params = message.get("params") or {}
+    wanted = params.get("notifications") if isinstance(params, dict) else None
+    wanted = wanted if isinstance(wanted, dict) else {}
+    honored: dict[str, Any] = {}
+    wants: set[str] = set()
+    for key, name in (
+        ("toolsListChanged", "tools"),
+        ("resourcesListChanged", "resources"),
+        ("promptsListChanged", "prompts"),
+    ):
+        if wanted.get(key) is True:
+            honored[key] = True
+            wants.add(name)
+    request_id = message.get("id")
+    meta = {jsonrpc.META_SUBSCRIPTION_ID: request_id}
+    ack = jsonrpc.notification(
+        "notifications/subscriptions/acknowledged", {"notifications": honored, "_meta": meta}
+    )
+    await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
+    stream = _Stream(
+        endpoint_id=loaded.id, session_id=None, listen_id=request_id, wants=frozenset(wants)
+    )
+    # The body was read already: the next receive() is the client's disconnect.
+    await _pump(the_hub, secrets.token_hex(8), stream, receive, send, [sse_event(ack)], sse_event)
+
+
+async def _delete(
+    the_hub: Hub, request: Request, send: Send, loaded: LoadedEndpoint, principal: Principal
+) -> None:
+    if request.headers.get("mcp-protocol-version") in jsonrpc.MODERN_VERSIONS:
+        raise _Refusal(405, {"error": "2026-07-28 has no sessions to end."}, [(b"allow", b"POST")])
+    session_id = request.headers.get("mcp-session-id")
+    if not session_id:
+        raise _Refusal(400, {"error": "Bad Request: Mcp-Session-Id header is required."})
+    await _session_for(the_hub, session_id, loaded, principal)
+    await the_hub.end_session(session_id)
+    await _respond(send, 204)
+
+
+# --- legacy HTTP+SSE (2024-11-05) --------------------------------------------------------------
+
+
+async def _legacy_sse_stream(
+    the_hub: Hub,
+    request: Request,
+    receive: Receive,
+    send: Send,
+    loaded: LoadedEndpoint,
+    principal: Principal,
+) -> None:
+    if request.method != "GET":
+        raise _Refusal(405, {"error": "Method not allowed."}, [(b"allow", b"GET")])
+    stream_id = secrets.token_hex(12)
+    session_id = session_create(
+        Session(
+            endpoint_id=loaded.id,
+            principal=_principal_key(principal),
+            protocol_version="2024-11-05",
+            client={},
+            channel=the_hub.channel or "",
+            stream=stream_id,
+        )
+    )
+    messages_url = f"{request.path.rsplit('/', 1)[0]}/messages?session_id={session_id}"
+    await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
+    stream = _Stream(endpoint_id=loaded.id, session_id=session_id)
+    await _pump(
+        the_hub,
+        stream_id,
+        stream,
+        receive,
+        send,
+        [sse_event(messages_url, event="endpoint")],
+        lambda item: sse_event(item, event="message"),
+    )
+
+
+async def _legacy_message(
+    the_hub: Hub,
+    request: Request,
+    receive: Receive,
+    send: Send,
+    loaded: LoadedEndpoint,
+    principal: Principal,
+) -> None:
+    if request.method != "POST":
+        raise _Refusal(405, {"error": "Method not allowed."}, [(b"allow", b"POST")])
+    session_id = (request.query.get("session_id") or [""])[0]
+    if not session_id:
+        raise _Refusal(400, {"error": "session_id is required."})
+    session = await _session_for(the_hub, session_id, loaded, principal)
+    if not session.stream:
+        raise _Refusal(404, {"error": "Session not found."})
+    body = await _read_body(receive, settings.GATEWAY_MCP_MAX_BODY_BYTES)
+    if body is None:
+        raise _Refusal(413, {"error": "Request body too large."})
+    try:
+        message = json.loads(body)
+    except ValueError:
+        raise _Refusal(400, {"error": "The body is not JSON."}) from None
+    kind = jsonrpc.classify(message)
+    if kind == "invalid":
+        raise _Refusal(400, {"error": "Invalid JSON-RPC message."})
+    await _respond(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
+    if kind != "request":
+        return
+    version = session.protocol_version
+    if message["method"] == "initialize":
+        params = message.get("params") or {}
+        requested = params.get("protocolVersion") if isinstance(params, dict) else None
+        version = requested if requested in jsonrpc.HANDSHAKE_VERSIONS else "2024-11-05"
+    ctx = CallContext(
+        view=loaded.view, protocol_version=version, principal=principal, session_id=session_id
+    )
+    response, _status = await the_hub.engine.handle(ctx, message)
+    await the_hub.deliver(session.channel, session.stream, response)
