@@ -12,12 +12,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from channels.db import database_sync_to_async
+from django.conf import settings
+from mcp import Client
 from mcp.shared.dispatcher import ProgressFnT
 
 from connections.models import Connection
-from connections.pool import UpstreamCallError, upstream_pool
-from connections.services import upstream_target_for
-from connections.upstream import UpstreamError, UpstreamTarget
+from connections.pool import UpstreamCallError, UpstreamPool, upstream_pool
+from connections.services import connection_catalog_store, upstream_target_for
+from connections.upstream import UpstreamError, UpstreamTarget, catalog_fetch_with
+from endpoints.events import connection_endpoints_changed_publish
 from endpoints.mcp import jsonrpc
 from endpoints.mcp.engine import CallContext, ProgressSink, Route, ServedView
 from endpoints.mcp.jsonrpc import ProtocolError
@@ -166,6 +170,36 @@ _FAILURE_TEXT = {
 def upstream_failure_message(server: str, error: UpstreamError) -> str:
     """A short message naming the server; never a host, a header or a credential."""
     return f"The server {server!r} {_FAILURE_TEXT.get(error.kind, 'failed')}."
+
+
+def _catalog_store_and_publish(*, connection_id: str, snapshot: Any, kind: str) -> None:
+    connection = Connection.objects.filter(pk=connection_id).first()
+    if connection is None:
+        return
+    connection_catalog_store(connection=connection, snapshot=snapshot)
+    connection_endpoints_changed_publish(connection_id=connection_id, kinds=[kind])  # type: ignore[list-item]
+
+
+async def catalog_refresh_on_list_changed(connection_id: str, kind: str, client: Client) -> None:
+    """An upstream said its tools (resources, prompts) changed: refetch and tell endpoints.
+
+    The catalog is fetched through the pool's open session, then stored like a
+    health check would; endpoints federating the server publish ``endpoint.changed``
+    so connected clients get ``list_changed`` at once.
+    """
+    snapshot = await catalog_fetch_with(client, call_timeout=30.0)
+    await database_sync_to_async(_catalog_store_and_publish)(
+        connection_id=connection_id, snapshot=snapshot, kind=kind
+    )
+
+
+def upstream_pool_build() -> UpstreamPool:
+    """The upstream pool of a gateway process, configured from settings."""
+    return UpstreamPool(
+        idle_seconds=float(settings.GATEWAY_UPSTREAM_IDLE_SECONDS),
+        max_concurrency=settings.GATEWAY_UPSTREAM_MAX_CONCURRENCY,
+        on_list_changed=catalog_refresh_on_list_changed,
+    )
 
 
 class _ProgressRelay:

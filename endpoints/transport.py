@@ -43,6 +43,7 @@ from django.core import signing
 from django.core.cache import cache
 from django.http.request import split_domain_port, validate_host
 
+from connections.pool import pool_factory_set
 from connections.upstream import UpstreamTarget
 from endpoints import provider
 from endpoints.events import endpoint_group
@@ -285,6 +286,7 @@ async def hub() -> Hub:
     if found is None:
         for stale in [other for other in _HUBS if other.is_closed()]:
             del _HUBS[stale]
+        pool_factory_set(provider.upstream_pool_build)
         found = _HUBS[loop] = Hub()
     await found.start()
     return found
