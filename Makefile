@@ -38,3 +38,9 @@ format: install
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache
+
+## Benchmarks: direct vs FastMCP's proxy vs the gateway (benchmarks/README.md);
+## e.g. make bench BENCH_ARGS=--quick, or with DATABASE_URL and REDIS_URL set (production path)
+.PHONY: bench
+bench: install
+	$(PY) benchmarks/run.py $(BENCH_ARGS)

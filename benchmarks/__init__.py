@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway's MCP hot path (``make bench``); see benchmarks/README.md."""
