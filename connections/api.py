@@ -24,7 +24,11 @@ class ErrorSerializer(serializers.Serializer[Any]):
 
 
 class ConnectionOutSerializer(serializers.ModelSerializer[Connection]):
-    """A connection as the API shows it: the credential only as set / not set."""
+    """A connection as the API shows it: the credential only as set / not set.
+
+    A stdio server shows its ``command`` and ``args`` and the names of its
+    environment variables, never their values.
+    """
 
     tenantId = serializers.UUIDField(source="organization_id", read_only=True)
     serverUrl = serializers.CharField(source="server_url")
@@ -34,6 +38,9 @@ class ConnectionOutSerializer(serializers.ModelSerializer[Connection]):
     updatedAt = serializers.DateTimeField(source="updated_at")
     tokenSet = serializers.BooleanField(source="token_is_set")
     headersSet = serializers.BooleanField(source="headers_are_set")
+    args = serializers.ListField(child=serializers.CharField())
+    envSet = serializers.BooleanField(source="env_is_set")
+    envNames = serializers.ListField(source="env_names", child=serializers.CharField())
     serverName = serializers.CharField(source="server_name")
     serverVersion = serializers.CharField(source="server_version")
     protocolVersion = serializers.CharField(source="protocol_version")
@@ -50,6 +57,8 @@ class ConnectionOutSerializer(serializers.ModelSerializer[Connection]):
             "slug",
             "serverUrl",
             "transport",
+            "command",
+            "args",
             "authType",
             "status",
             "instructions",
@@ -58,6 +67,8 @@ class ConnectionOutSerializer(serializers.ModelSerializer[Connection]):
             "updatedAt",
             "tokenSet",
             "headersSet",
+            "envSet",
+            "envNames",
             "serverName",
             "serverVersion",
             "protocolVersion",
@@ -69,15 +80,18 @@ class ConnectionOutSerializer(serializers.ModelSerializer[Connection]):
 
 
 class ConnectionInSerializer(serializers.Serializer[Any]):
-    """The writable fields; ``token`` and ``headers`` are write-only secrets.
+    """The writable fields; ``token``, ``headers`` and ``env`` are write-only secrets.
 
     Types are checked here; the rules (URL shape, unique names, bearer needs a
-    token) live in ``connections.services`` so the UI applies the same ones.
+    token, stdio only when the operator allows it) live in ``connections.services``
+    so the UI applies the same ones.
     """
 
     name = serializers.CharField(max_length=services.NAME_MAX, trim_whitespace=True)
     slug = serializers.CharField(max_length=services.SLUG_MAX, required=False, allow_blank=True)
-    serverUrl = serializers.CharField(max_length=services.URL_MAX)
+    serverUrl = serializers.CharField(
+        max_length=services.URL_MAX, required=False, allow_blank=True, allow_null=True
+    )
     transport = serializers.ChoiceField(choices=Transport.choices, required=False)
     authType = serializers.ChoiceField(choices=AuthType.choices, required=False)
     token = serializers.CharField(
@@ -91,6 +105,20 @@ class ConnectionInSerializer(serializers.Serializer[Any]):
     )
     instructions = serializers.CharField(
         required=False, allow_null=True, allow_blank=True, max_length=services.INSTRUCTIONS_MAX
+    )
+    command = serializers.CharField(
+        max_length=services.COMMAND_MAX, required=False, allow_blank=True, allow_null=True
+    )
+    args = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        allow_null=True,
+    )
+    env = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        write_only=True,
+        required=False,
+        allow_null=True,
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +141,9 @@ _FIELD_TO_ARG = {
     "token": "token",
     "headers": "headers",
     "instructions": "instructions",
+    "command": "command",
+    "args": "args",
+    "env": "env",
 }
 
 

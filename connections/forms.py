@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from connections.models import AuthType, Connection, Transport
+from connections.services import STDIO_DISABLED
 
 # Service errors are keyed by API field names; the form's fields use these.
 API_FIELD_TO_FORM = {
@@ -18,7 +20,28 @@ API_FIELD_TO_FORM = {
     "token": "token",
     "headers": "headers",
     "instructions": "instructions",
+    "command": "command",
+    "args": "args",
+    "env": "env",
 }
+
+
+class TransportSelect(forms.Select):
+    """A select whose options listed in ``disabled_values`` cannot be chosen."""
+
+    def __init__(self, *args: Any, disabled_values: frozenset[str] = frozenset(), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.disabled_values = disabled_values
+
+    def create_option(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        option = super().create_option(*args, **kwargs)
+        if str(option["value"]) in self.disabled_values:
+            option["attrs"]["disabled"] = True
+        return option
+
+
+def _lines(text: str) -> list[tuple[int, str]]:
+    return [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
 class ConnectionForm(forms.Form):
@@ -26,6 +49,7 @@ class ConnectionForm(forms.Form):
     server_url = forms.CharField(
         label="Server URL",
         max_length=2000,
+        required=False,
         widget=forms.URLInput(attrs={"placeholder": "https://mcp.example.com/mcp"}),
     )
     transport = forms.ChoiceField(choices=Transport.choices, initial=Transport.STREAMABLE_HTTP)
@@ -52,6 +76,33 @@ class ConnectionForm(forms.Form):
         help_text="One 'Name: value' per line. Stored encrypted; never shown again.",
     )
     clear_headers = forms.BooleanField(label="Remove the stored headers", required=False)
+    command = forms.CharField(
+        max_length=1000,
+        required=False,
+        strip=True,
+        widget=forms.TextInput(attrs={"placeholder": "npx", "class": "mono"}),
+        help_text="The executable: a name found on the gateway host's PATH, or an absolute path.",
+    )
+    args = forms.CharField(
+        label="Arguments",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(
+            attrs={"rows": 3, "placeholder": "-y\n@modelcontextprotocol/server-everything"}
+        ),
+        help_text="One argument per line, passed as is (no shell).",
+    )
+    env = forms.CharField(
+        label="Environment variables",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(
+            attrs={"rows": 3, "placeholder": "API_KEY=…\nREGION=eu", "autocomplete": "off"}
+        ),
+        help_text="One NAME=value per line: the server's secrets. Stored encrypted; "
+        "values never shown again.",
+    )
+    clear_env = forms.BooleanField(label="Remove the stored variables", required=False)
     instructions = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
@@ -67,8 +118,24 @@ class ConnectionForm(forms.Form):
                 "transport": connection.transport,
                 "auth_type": connection.auth_type,
                 "instructions": connection.instructions or "",
+                "command": connection.command,
+                "args": "\n".join(connection.args),
             }
         super().__init__(*args, **kwargs)
+        self.stdio_allowed: bool = settings.GATEWAY_ALLOW_STDIO
+        self.stdio_disabled_reason = "" if self.stdio_allowed else STDIO_DISABLED
+        editing_stdio = connection is not None and connection.is_stdio
+        if not self.stdio_allowed:
+            # Offered greyed out with the reason beside it; a stdio connection saved
+            # earlier keeps its transport (it can still be renamed or switched to HTTP),
+            # but what it runs cannot change.
+            self.fields["transport"].widget = TransportSelect(
+                choices=Transport.choices,
+                disabled_values=frozenset() if editing_stdio else frozenset({Transport.STDIO}),
+            )
+            self.fields["transport"].help_text = self.stdio_disabled_reason
+            for name in ("command", "args", "env", "clear_env"):
+                del self.fields[name]
         if connection is not None:
             self.fields["token"].help_text = (
                 "A token is stored; leave blank to keep it."
@@ -80,18 +147,26 @@ class ConnectionForm(forms.Form):
                     "Headers are stored; leave blank to keep them. "
                     "Anything entered here replaces them."
                 )
+            if "env" in self.fields and connection.env_is_set:
+                names = ", ".join(connection.env_names) or "unreadable with the configured keys"
+                self.fields["env"].help_text = (
+                    f"Stored: {names}. Leave blank to keep them; anything entered here "
+                    "replaces them all."
+                )
         else:
-            del self.fields["clear_token"]
-            del self.fields["clear_headers"]
+            for name in ("clear_token", "clear_headers", "clear_env"):
+                self.fields.pop(name, None)
+
+    @property
+    def has_stdio_fields(self) -> bool:
+        return "command" in self.fields
 
     def clean_headers(self) -> dict[str, str] | None:
         text = self.cleaned_data.get("headers") or ""
         if not text.strip():
             return None
         headers: dict[str, str] = {}
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+        for number, line in _lines(text):
             name, sep, value = line.partition(":")
             if not sep:
                 raise ValidationError(f"Line {number}: write 'Name: value'.")
@@ -101,34 +176,62 @@ class ConnectionForm(forms.Form):
             headers[name] = value.strip()
         return headers
 
+    def clean_args(self) -> list[str]:
+        text = self.cleaned_data.get("args") or ""
+        return [line.strip() for _, line in _lines(text)]
+
+    def clean_env(self) -> dict[str, str] | None:
+        text = self.cleaned_data.get("env") or ""
+        if not text.strip():
+            return None
+        env: dict[str, str] = {}
+        for number, line in _lines(text):
+            name, sep, value = line.partition("=")
+            if not sep:
+                raise ValidationError(f"Line {number}: write 'NAME=value'.")
+            name = name.strip()
+            if name in env:
+                raise ValidationError(f"Line {number}: {name} is given twice.")
+            env[name] = value.strip()
+        return env
+
     def service_arguments(self) -> dict[str, Any]:
         """The form's data as keyword arguments of connection_create / connection_update.
 
-        On edit, a blank token or headers box keeps the stored secret.
+        Only the fields of the chosen transport are sent (the others may hold what
+        the connection had before a switch), plus any secret typed for the other
+        kind, so the service explains it instead of it being lost. On edit, a blank
+        token, headers or environment box keeps the stored secret.
         """
         data = self.cleaned_data
+        stdio = data["transport"] == Transport.STDIO
         arguments: dict[str, Any] = {
             "name": data["name"],
-            "server_url": data["server_url"],
             "transport": data["transport"],
-            "auth_type": data["auth_type"],
             "instructions": data.get("instructions") or None,
         }
-        if self.connection is None:
-            arguments["token"] = data.get("token") or None
-            arguments["headers"] = data.get("headers") or None
-            return arguments
-        if data.get("clear_token"):
-            arguments["token"] = None
-        elif data.get("token"):
-            arguments["token"] = data["token"]
-        if data.get("clear_headers"):
-            arguments["headers"] = None
-        elif data.get("headers"):
-            arguments["headers"] = data["headers"]
+        if stdio:
+            if self.has_stdio_fields:
+                arguments["command"] = data.get("command") or ""
+                arguments["args"] = data.get("args") or []
+        else:
+            arguments["server_url"] = data.get("server_url") or ""
+            arguments["auth_type"] = data["auth_type"]
+        creating = self.connection is None
+        for secret in ("token", "headers", "env"):
+            if secret not in self.fields:
+                continue
+            applies = (secret == "env") == stdio
+            value = data.get(secret) or None
+            cleared = bool(data.get(f"clear_{secret}"))
+            if value is not None:
+                arguments[secret] = value
+            elif applies and (creating or cleared):
+                arguments[secret] = None
         return arguments
 
     def add_service_errors(self, error: ValidationError) -> None:
         """Show the service's per-field messages beside the form's fields."""
         for field, messages in error.message_dict.items():
-            self.add_error(API_FIELD_TO_FORM.get(field), messages)
+            form_field = API_FIELD_TO_FORM.get(field)
+            self.add_error(form_field if form_field in self.fields else None, messages)

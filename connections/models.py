@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 import uuid
 from typing import Any
 
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Lower
 
 from connections.fields import EncryptedJSONField, UnreadableSecret
@@ -14,6 +16,8 @@ from connections.fields import EncryptedJSONField, UnreadableSecret
 class Transport(models.TextChoices):
     STREAMABLE_HTTP = "streamable-http", "Streamable HTTP"
     SSE = "sse", "HTTP + SSE (legacy)"
+    # A command the gateway starts on its own host; only when GATEWAY_ALLOW_STDIO is on.
+    STDIO = "stdio", "stdio (command on the gateway host)"
 
 
 class AuthType(models.TextChoices):
@@ -30,8 +34,11 @@ class ConnectionStatus(models.TextChoices):
 class Connection(models.Model):
     """An upstream MCP server: where it is, how to reach it, and whether it is healthy.
 
+    An HTTP server (Streamable HTTP or SSE) has a ``server_url``; a stdio server
+    has a ``command`` and ``args`` that the gateway runs as a child process.
     ``credential`` holds the shared credential as ``{"token": str | None,
-    "headers": {name: value}}``, encrypted at rest and never shown back.
+    "headers": {name: value}}`` for HTTP, ``{"env": {NAME: value}}`` for stdio
+    (environment variables of the child), encrypted at rest and never shown back.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -42,7 +49,10 @@ class Connection(models.Model):
     # Prefix of the public names of this server's tools on endpoints
     # (``<slug>__<tool>``); stable when the name changes, so clients keep working.
     slug = models.SlugField(max_length=40)
-    server_url = models.URLField(max_length=2000)
+    # Blank for stdio servers, which have a command instead.
+    server_url = models.URLField(max_length=2000, blank=True)
+    command = models.CharField(max_length=1000, blank=True)
+    args = models.JSONField(default=list, blank=True)
     transport = models.CharField(
         max_length=32, choices=Transport.choices, default=Transport.STREAMABLE_HTTP
     )
@@ -83,6 +93,12 @@ class Connection(models.Model):
             models.UniqueConstraint(
                 fields=["organization", "slug"], name="connection_slug_unique_per_organization"
             ),
+            # A stdio server is a command, every other transport a URL.
+            models.CheckConstraint(
+                condition=(Q(transport="stdio") & ~Q(command=""))
+                | (~Q(transport="stdio") & ~Q(server_url="")),
+                name="connection_reach_matches_transport",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -105,6 +121,31 @@ class Connection(models.Model):
     def headers(self) -> dict[str, str]:
         headers = self._credential().get("headers")
         return dict(headers) if isinstance(headers, dict) else {}
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = self._credential().get("env")
+        return dict(env) if isinstance(env, dict) else {}
+
+    @property
+    def env_names(self) -> list[str]:
+        """The names of the stored environment variables (their values are never shown)."""
+        return sorted(self.env)
+
+    @property
+    def env_is_set(self) -> bool:
+        return bool(self.env) or self.credential_unreadable
+
+    @property
+    def is_stdio(self) -> bool:
+        return self.transport == Transport.STDIO
+
+    @property
+    def location(self) -> str:
+        """Where the server is, for people: its URL, or its command line."""
+        if self.is_stdio:
+            return shlex.join([self.command, *self.args])
+        return self.server_url
 
     @property
     def token_is_set(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -193,6 +194,276 @@ def _clean_instructions(instructions: Any, errors: dict[str, list[str]]) -> str 
     return instructions or None
 
 
+COMMAND_MAX = 1000
+ARGS_MAX = 64
+ARG_MAX = 4096
+ENV_MAX = 64
+ENV_VALUE_MAX = 16384
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Variables that change which program or libraries a command loads: the command an
+# admin reads on the connection page must be what runs.
+RESERVED_ENV: Final = frozenset({"PATH"})
+RESERVED_ENV_PREFIXES: Final = ("LD_", "DYLD_")
+
+STDIO_DISABLED: Final = (
+    "stdio servers are turned off on this gateway: they run commands on the gateway host, "
+    "so the operator must set GATEWAY_ALLOW_STDIO=true to allow them."
+)
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+
+def _clean_command(command: Any, errors: dict[str, list[str]]) -> str:
+    if command is None or (isinstance(command, str) and not command.strip()):
+        errors.setdefault("command", []).append(
+            "Give the command that starts the server, e.g. npx or /usr/local/bin/mcp-server-time."
+        )
+        return ""
+    if not isinstance(command, str):
+        errors.setdefault("command", []).append("The command must be a string.")
+        return ""
+    command = command.strip()
+    if len(command) > COMMAND_MAX:
+        errors.setdefault("command", []).append(f"Use at most {COMMAND_MAX} characters.")
+    elif _has_control(command):
+        errors.setdefault("command", []).append("The command cannot contain control characters.")
+    elif "/" in command and not command.startswith("/"):
+        # A relative path would depend on the working directory of whichever process runs it.
+        errors.setdefault("command", []).append(
+            "Give the executable's name (found on the PATH) or its absolute path."
+        )
+    return command
+
+
+def _clean_args(args: Any, errors: dict[str, list[str]]) -> list[str]:
+    if args is None:
+        return []
+    if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+        errors.setdefault("args", []).append("Arguments must be a list of strings.")
+        return []
+    if len(args) > ARGS_MAX:
+        errors.setdefault("args", []).append(f"Use at most {ARGS_MAX} arguments.")
+    for number, arg in enumerate(args, start=1):
+        if len(arg) > ARG_MAX:
+            errors.setdefault("args", []).append(
+                f"Argument {number} is longer than {ARG_MAX} characters."
+            )
+        elif "\x00" in arg:
+            errors.setdefault("args", []).append(f"Argument {number} contains a NUL character.")
+    return list(args)
+
+
+def _clean_env(env: Any, errors: dict[str, list[str]]) -> dict[str, str]:
+    if env is None:
+        return {}
+    if not isinstance(env, dict):
+        errors.setdefault("env", []).append(
+            "Environment variables must be an object of names to values."
+        )
+        return {}
+    if len(env) > ENV_MAX:
+        errors.setdefault("env", []).append(f"Use at most {ENV_MAX} environment variables.")
+    cleaned: dict[str, str] = {}
+    for name, value in env.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            errors.setdefault("env", []).append(
+                f"{str(name)[:40]!r} is not a valid variable name "
+                "(letters, digits and _, not starting with a digit)."
+            )
+            continue
+        if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
+            errors.setdefault("env", []).append(
+                f"{name} cannot be set: it changes which program or libraries the command loads."
+            )
+            continue
+        if not isinstance(value, str):
+            errors.setdefault("env", []).append(f"The value of {name} must be a string.")
+            continue
+        if len(value) > ENV_VALUE_MAX or "\x00" in value:
+            errors.setdefault("env", []).append(
+                f"The value of {name} must be at most {ENV_VALUE_MAX} characters, without NUL."
+            )
+            continue
+        cleaned[name] = value
+    return cleaned
+
+
+def _present(value: Any) -> bool:
+    """A value the caller actually gave (not left unset, not empty)."""
+    return value is not UNSET and value is not None and value not in ("", [], {})
+
+
+@dataclass
+class _Reach:
+    """How a connection reaches its server, validated: URL and auth for HTTP, command for stdio.
+
+    ``credential`` is what to store, unless ``keep_credential`` (a stored secret
+    that no key decrypts and that the caller did not replace).
+    """
+
+    server_url: str
+    command: str
+    args: list[str]
+    auth_type: str
+    credential: dict[str, Any] | None
+    keep_credential: bool
+
+
+def _clean_reach(
+    *,
+    current: Connection | None,
+    transport: str,
+    server_url: Any,
+    command: Any,
+    args: Any,
+    env: Any,
+    auth_type: Any,
+    token: Any,
+    headers: Any,
+    errors: dict[str, list[str]],
+) -> _Reach:
+    """Validate the transport-dependent fields; ``UNSET`` keeps the stored value.
+
+    Stored values of the other transport family are dropped on a switch; values
+    the caller gives for the other family are refused rather than silently lost.
+    ``auth_type`` is already cleaned (or ``UNSET``).
+    """
+    if transport == Transport.STDIO:
+        return _clean_stdio_reach(
+            current=current,
+            server_url=server_url,
+            command=command,
+            args=args,
+            env=env,
+            auth_type=auth_type,
+            token=token,
+            headers=headers,
+            errors=errors,
+        )
+    if _present(command):
+        errors.setdefault("command", []).append(
+            "Only stdio servers have a command: choose the stdio transport, or leave it empty."
+        )
+    if _present(args):
+        errors.setdefault("args", []).append("Only stdio servers take arguments.")
+    if _present(env):
+        errors.setdefault("env", []).append(
+            "Only stdio servers take environment variables; "
+            "give an HTTP server its secrets as a token or headers."
+        )
+    same = current is not None and not current.is_stdio
+    new_url = (
+        current.server_url
+        if current is not None and same and server_url is UNSET
+        else _clean_server_url(None if server_url is UNSET else server_url, errors)
+    )
+    new_auth = (
+        auth_type
+        if auth_type is not UNSET
+        else (current.auth_type if current is not None else AuthType.NONE)
+    )
+    unreadable = current is not None and same and current.credential_unreadable
+    # A change of only the token or only the headers would have to merge with a
+    # secret we cannot read.
+    if unreadable and (token is UNSET) != (headers is UNSET):
+        errors.setdefault("token", []).append(
+            "The stored credential cannot be decrypted with the configured keys; "
+            "give both the token and the headers again."
+        )
+    new_token = (
+        current.token
+        if current is not None and same and token is UNSET
+        else _clean_token(None if token is UNSET else token, errors)
+    )
+    new_headers = (
+        current.headers
+        if current is not None and same and headers is UNSET
+        else _clean_headers(None if headers is UNSET else headers, errors)
+    )
+    keep = unreadable and token is UNSET and headers is UNSET
+    _check_auth(
+        auth_type=new_auth,
+        token=new_token,
+        token_given=token is not UNSET,
+        errors=errors,
+        token_unreadable=keep,
+    )
+    return _Reach(
+        server_url=new_url,
+        command="",
+        args=[],
+        auth_type=new_auth,
+        credential=_credential(
+            token=new_token if new_auth == AuthType.BEARER else None, headers=new_headers
+        ),
+        keep_credential=keep,
+    )
+
+
+def _clean_stdio_reach(
+    *,
+    current: Connection | None,
+    server_url: Any,
+    command: Any,
+    args: Any,
+    env: Any,
+    auth_type: Any,
+    token: Any,
+    headers: Any,
+    errors: dict[str, list[str]],
+) -> _Reach:
+    was_stdio = current is not None and current.is_stdio
+    # Off: no new stdio server and no change to what one runs; renaming one stays possible.
+    touches_process = not was_stdio or any(v is not UNSET for v in (command, args, env))
+    if not settings.GATEWAY_ALLOW_STDIO and touches_process:
+        errors.setdefault("transport", []).append(STDIO_DISABLED)
+    new_command = (
+        current.command
+        if current is not None and was_stdio and command is UNSET
+        else _clean_command(None if command is UNSET else command, errors)
+    )
+    new_args = (
+        list(current.args)
+        if current is not None and was_stdio and args is UNSET
+        else _clean_args(None if args is UNSET else args, errors)
+    )
+    if _present(server_url):
+        errors.setdefault("serverUrl", []).append(
+            "A stdio server is started from its command and has no URL: leave it empty."
+        )
+    if auth_type == AuthType.BEARER:
+        errors.setdefault("authType", []).append(
+            "A stdio server gets its secrets as environment variables, not a bearer token: "
+            "choose none."
+        )
+    if _present(token):
+        errors.setdefault("token", []).append(
+            "Only HTTP servers use a token: give a stdio server its secrets as "
+            "environment variables."
+        )
+    if _present(headers):
+        errors.setdefault("headers", []).append(
+            "Only HTTP servers take headers: give a stdio server its secrets as "
+            "environment variables."
+        )
+    keep = current is not None and was_stdio and env is UNSET and current.credential_unreadable
+    new_env = (
+        current.env
+        if current is not None and was_stdio and env is UNSET
+        else _clean_env(None if env is UNSET else env, errors)
+    )
+    return _Reach(
+        server_url="",
+        command=new_command,
+        args=new_args,
+        auth_type=AuthType.NONE,
+        credential={"env": new_env} if new_env else None,
+        keep_credential=keep,
+    )
+
+
 SLUG_MAX = 40
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,38}[a-z0-9])?$")
 
@@ -291,34 +562,42 @@ def connection_create(
     *,
     organization: Organization,
     name: Any,
-    server_url: Any,
+    server_url: Any = None,
     transport: Any = Transport.STREAMABLE_HTTP,
     auth_type: Any = AuthType.NONE,
     token: Any = None,
     headers: Any = None,
     instructions: Any = None,
     slug: Any = None,
+    command: Any = None,
+    args: Any = None,
+    env: Any = None,
 ) -> Connection:
     """Register an upstream MCP server, or raise ``ValidationError`` with per-field messages.
 
-    ``slug`` (the prefix of its tools' public names) defaults to one derived from the name.
+    An HTTP server needs ``server_url``; a stdio server (``transport="stdio"``,
+    only while ``GATEWAY_ALLOW_STDIO`` is on) needs ``command``, takes ``args``
+    and its secrets as ``env``. ``slug`` (the prefix of its tools' public names)
+    defaults to one derived from the name.
     """
     errors: dict[str, list[str]] = {}
     clean_name = _clean_name(name, errors)
     clean_slug = None if slug is None or slug == "" else _clean_slug(slug, errors)
-    clean_url = _clean_server_url(server_url, errors)
     clean_transport = _clean_choice(transport, Transport, "transport", errors)
     clean_auth = _clean_choice(auth_type, AuthType, "authType", errors)
-    clean_token = _clean_token(token, errors)
-    clean_headers = _clean_headers(headers, errors)
-    clean_instructions = _clean_instructions(instructions, errors)
-    _check_auth(
+    reach = _clean_reach(
+        current=None,
+        transport=clean_transport,
+        server_url=server_url,
+        command=command,
+        args=args,
+        env=env,
         auth_type=clean_auth,
-        token=clean_token,
-        token_given=True,
+        token=token,
+        headers=headers,
         errors=errors,
-        token_unreadable=False,
     )
+    clean_instructions = _clean_instructions(instructions, errors)
     _check_name_free(organization=organization, name=clean_name, exclude=None, errors=errors)
     if clean_slug is not None:
         _check_slug_free(organization=organization, slug=clean_slug, exclude=None, errors=errors)
@@ -328,13 +607,13 @@ def connection_create(
         organization=organization,
         name=clean_name,
         slug=clean_slug or _slug_from_name(organization=organization, name=clean_name),
-        server_url=clean_url,
+        server_url=reach.server_url,
+        command=reach.command,
+        args=reach.args,
         transport=clean_transport,
-        auth_type=clean_auth,
+        auth_type=reach.auth_type,
         instructions=clean_instructions,
-        credential=_credential(
-            token=clean_token if clean_auth == AuthType.BEARER else None, headers=clean_headers
-        ),
+        credential=reach.credential,
     )
     _save(connection)
     _check_soon(connection)
@@ -370,51 +649,45 @@ def connection_update(
     headers: Any = UNSET,
     instructions: Any = UNSET,
     slug: Any = UNSET,
+    command: Any = UNSET,
+    args: Any = UNSET,
+    env: Any = UNSET,
 ) -> Connection:
     """Change the given fields of a connection; arguments left ``UNSET`` keep their value.
 
-    ``token`` and ``headers`` replace the stored secret when given (an empty
-    value clears it); the stored secret is never read back to the caller.
-    Switching ``auth_type`` to ``none`` drops the token.
+    ``token``, ``headers`` and ``env`` replace the stored secret when given (an
+    empty value clears it); the stored secret is never read back to the caller.
+    Switching ``auth_type`` to ``none`` drops the token; switching between HTTP
+    and stdio drops what only the old transport used (URL, token and headers, or
+    command, arguments and environment).
     """
     errors: dict[str, list[str]] = {}
     new_name = connection.name if name is UNSET else _clean_name(name, errors)
     new_slug = connection.slug if slug is UNSET else _clean_slug(slug, errors)
-    new_url = (
-        connection.server_url if server_url is UNSET else _clean_server_url(server_url, errors)
-    )
     new_transport = (
         connection.transport
         if transport is UNSET
         else _clean_choice(transport, Transport, "transport", errors)
     )
-    new_auth = (
-        connection.auth_type
-        if auth_type is UNSET
-        else _clean_choice(auth_type, AuthType, "authType", errors)
+    clean_auth = (
+        UNSET if auth_type is UNSET else _clean_choice(auth_type, AuthType, "authType", errors)
+    )
+    reach = _clean_reach(
+        current=connection,
+        transport=new_transport,
+        server_url=server_url,
+        command=command,
+        args=args,
+        env=env,
+        auth_type=clean_auth,
+        token=token,
+        headers=headers,
+        errors=errors,
     )
     new_instructions = (
         connection.instructions
         if instructions is UNSET
         else _clean_instructions(instructions, errors)
-    )
-    unreadable = connection.credential_unreadable
-    # A change of only the token or only the headers would have to merge with a
-    # secret we cannot read.
-    if unreadable and (token is UNSET) != (headers is UNSET):
-        errors.setdefault("token", []).append(
-            "The stored credential cannot be decrypted with the configured keys; "
-            "give both the token and the headers again."
-        )
-    new_token = connection.token if token is UNSET else _clean_token(token, errors)
-    new_headers = connection.headers if headers is UNSET else _clean_headers(headers, errors)
-    keep_unreadable = unreadable and token is UNSET and headers is UNSET
-    _check_auth(
-        auth_type=new_auth,
-        token=new_token,
-        token_given=token is not UNSET,
-        errors=errors,
-        token_unreadable=keep_unreadable,
     )
     _check_name_free(
         organization=connection.organization, name=new_name, exclude=connection, errors=errors
@@ -425,21 +698,26 @@ def connection_update(
     if errors:
         raise ValidationError(errors)
 
-    reach_changed = (new_url, new_transport, new_auth) != (
-        connection.server_url,
-        connection.transport,
-        connection.auth_type,
-    ) or (token is not UNSET or headers is not UNSET)
+    reach_changed = (
+        (reach.server_url, reach.command, reach.args, new_transport, reach.auth_type)
+        != (
+            connection.server_url,
+            connection.command,
+            connection.args,
+            connection.transport,
+            connection.auth_type,
+        )
+    ) or any(value is not UNSET for value in (token, headers, env))
     connection.name = new_name
     connection.slug = new_slug
-    connection.server_url = new_url
+    connection.server_url = reach.server_url
+    connection.command = reach.command
+    connection.args = reach.args
     connection.transport = new_transport
-    connection.auth_type = new_auth
+    connection.auth_type = reach.auth_type
     connection.instructions = new_instructions
-    if not keep_unreadable:
-        connection.credential = _credential(
-            token=new_token if new_auth == AuthType.BEARER else None, headers=new_headers
-        )
+    if not reach.keep_credential:
+        connection.credential = reach.credential
     _save(connection)
     if reach_changed:
         _check_soon(connection)
@@ -459,11 +737,28 @@ ERROR_BACKOFF_MAX = timedelta(minutes=30)
 
 
 def upstream_target_for(*, connection: Connection) -> UpstreamTarget:
-    """How to reach the connection's server with its shared credential."""
+    """How to reach the connection's server with its shared credential.
+
+    A stdio connection is refused (kind ``disabled``) while ``GATEWAY_ALLOW_STDIO``
+    is off, checked here at every use: one saved while it was on must not run
+    after the operator turned it off.
+    """
+    if connection.is_stdio and not settings.GATEWAY_ALLOW_STDIO:
+        raise UpstreamError("disabled", STDIO_DISABLED)
     if connection.credential_unreadable:
         raise UpstreamError(
             "credential",
             "The stored credential cannot be decrypted with the configured encryption keys.",
+        )
+    if connection.is_stdio:
+        return UpstreamTarget(
+            url="",
+            transport=connection.transport,
+            command=connection.command,
+            args=tuple(connection.args),
+            env=connection.env,
+            connect_timeout=float(connection.connect_timeout_seconds),
+            call_timeout=float(connection.call_timeout_seconds),
         )
     headers = dict(connection.headers)
     if connection.auth_type == AuthType.BEARER and connection.token:

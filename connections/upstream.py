@@ -4,56 +4,114 @@
 ``Connection`` by ``upstream_target_for``); ``upstream_session`` opens an MCP
 session with the official SDK over Streamable HTTP (letting the SDK negotiate
 between the 2026-07-28 revision and the ``initialize`` handshake) or legacy
-HTTP+SSE, through the guarded outbound HTTP client; every failure comes out as
-an ``UpstreamError`` with a kind and a message a person understands.
+HTTP+SSE, through the guarded outbound HTTP client, or over stdio with a child
+process (its secrets as environment variables, its stderr kept in memory only);
+every failure comes out as an ``UpstreamError`` with a kind and a message a
+person understands.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
+import math
+import os
+import secrets
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, TextIO
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.to_thread
 import httpx2
-from mcp import Client
+from mcp import Client, StdioServerParameters
+from mcp.client._transport import TransportStreams
 from mcp.client.session import MessageHandlerFnT
 from mcp.client.sse import sse_client
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from connections.outbound import UpstreamAddressRefused, outbound_http_client
 
 logger = logging.getLogger(__name__)
 
+STDIO: Final = "stdio"
+
+
+# Keys the pool's digests of credentials: stable for the life of the process (all an
+# in-memory pool needs), and a digest seen in a log cannot be brute-forced offline.
+_POOL_KEY_SECRET: Final = secrets.token_bytes(32)
+
 
 @dataclass(frozen=True)
 class UpstreamTarget:
-    """Where and how to reach one upstream server. ``headers`` hold secrets: never log them."""
+    """Where and how to reach one upstream server.
+
+    An HTTP server (``transport`` "streamable-http" or "sse") is a ``url``; a stdio
+    server is a ``command`` with ``args``, started as a child process. ``headers``
+    and ``env`` hold secrets: never log them.
+    """
 
     url: str
-    transport: str  # "streamable-http" | "sse"
+    transport: str  # "streamable-http" | "sse" | "stdio"
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     connect_timeout: float = 10.0
     call_timeout: float = 60.0
+    command: str = ""
+    args: tuple[str, ...] = ()
+    # Extra environment of the child, merged by the SDK over a minimal safe environment
+    # (HOME, LOGNAME, PATH, SHELL, TERM, USER), not over the gateway's own.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_stdio(self) -> bool:
+        return self.transport == STDIO
 
     @property
     def display(self) -> str:
+        if self.is_stdio:
+            return f"'{self.command}'"
         parts = urlsplit(self.url)
         return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+    @property
+    def pool_key(self) -> tuple[str, str, str, tuple[str, ...], float, float, str]:
+        """A hashable identity of the server and its credential, for keying pooled sessions.
+
+        ``(transport, url, command, args, connect_timeout, call_timeout, digest)``
+        where the digest is an HMAC-SHA256 of the headers and environment under a
+        per-process key: equal credentials give equal keys within the process,
+        and the key never holds a secret in clear.
+        """
+        canonical = json.dumps(
+            {"headers": self.headers, "env": self.env}, sort_keys=True, separators=(",", ":")
+        )
+        digest = hmac.new(_POOL_KEY_SECRET, canonical.encode(), hashlib.sha256).hexdigest()
+        return (
+            self.transport,
+            self.url,
+            self.command,
+            tuple(self.args),
+            self.connect_timeout,
+            self.call_timeout,
+            digest,
+        )
 
 
 class UpstreamError(Exception):
     """Reaching or talking to an upstream failed.
 
     ``kind`` is one of: refused, unreachable, tls, timeout, unauthorized,
-    forbidden, not_found, http, protocol.
+    forbidden, not_found, http, protocol; for stdio servers also exited (the
+    process ended) and disabled (the operator has turned stdio off).
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -103,6 +161,8 @@ def describe_failure(
     """Turn whatever the SDK or the network raised into an ``UpstreamError``."""
     if isinstance(error, UpstreamError):
         return error
+    if target.is_stdio:
+        return _describe_stdio_failure(error, target=target, timeout=timeout)
     if http_status == 401:
         return UpstreamError(
             "unauthorized", "The upstream answered 401 Unauthorized: check the connection's token."
@@ -154,6 +214,129 @@ def describe_failure(
     )
 
 
+def _describe_stdio_failure(
+    error: BaseException, *, target: UpstreamTarget, timeout: float
+) -> UpstreamError:
+    leaves = [cause for leaf in _leaves(error) for cause in _chain(leaf)]
+    for leaf in leaves:
+        # Raised by the spawn itself, before any process exists.
+        if isinstance(leaf, FileNotFoundError):
+            return UpstreamError(
+                "unreachable", f"Could not start {target.display}: command not found."
+            )
+        if isinstance(leaf, PermissionError):
+            return UpstreamError(
+                "unreachable",
+                f"Could not start {target.display}: permission denied (is it an executable?).",
+            )
+    for leaf in leaves:
+        if isinstance(leaf, TimeoutError) or (
+            isinstance(leaf, MCPError) and leaf.code == REQUEST_TIMEOUT
+        ):
+            return UpstreamError(
+                "timeout",
+                f"The server process {target.display} did not answer within {timeout:g} s.",
+            )
+    for leaf in leaves:
+        if (isinstance(leaf, MCPError) and leaf.code == CONNECTION_CLOSED) or isinstance(
+            leaf, anyio.EndOfStream | anyio.BrokenResourceError | anyio.ClosedResourceError
+        ):
+            return UpstreamError(
+                "exited", f"The server process {target.display} ended the session."
+            )
+    for leaf in leaves:
+        if isinstance(leaf, OSError):
+            return UpstreamError(
+                "unreachable", f"Could not start {target.display}: {leaf.strerror or _short(leaf)}."
+            )
+    for leaf in leaves:
+        if isinstance(leaf, MCPError):
+            return UpstreamError(
+                "protocol", f"The upstream's MCP answer was an error: {_short(leaf)}"
+            )
+    first = leaves[0] if leaves else error
+    return UpstreamError(
+        "protocol",
+        f"Talking MCP to {target.display} failed: {type(first).__name__}: {_short(first)}",
+    )
+
+
+class _ChildStderr:
+    """The stderr of a stdio server, kept in memory in a capped buffer.
+
+    The child may print its configuration, secrets included: its stderr is never
+    logged nor written to disk. A thread drains the pipe (so a chatty child never
+    blocks on it); ``last_line`` gives the end of it, with the secrets masked, to
+    explain a process that stopped.
+    """
+
+    LIMIT = 8192
+
+    def __init__(self) -> None:
+        read_fd, write_fd = os.pipe()
+        # The SDK hands this file's descriptor to the child as its stderr.
+        self.file: TextIO = os.fdopen(write_fd, "w")
+        self._tail = bytearray()
+        self._truncated = False
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(
+            target=self._drain, args=(read_fd,), name="mcp-stdio-stderr", daemon=True
+        )
+        self._reader.start()
+
+    def _drain(self, read_fd: int) -> None:
+        try:
+            while chunk := os.read(read_fd, 4096):
+                with self._lock:
+                    self._tail += chunk
+                    if len(self._tail) > self.LIMIT:
+                        del self._tail[: -self.LIMIT]
+                        self._truncated = True
+        finally:
+            os.close(read_fd)
+
+    def close(self) -> None:
+        """Drop the gateway's copy of the write end, so the reader ends with the child."""
+        if not self.file.closed:
+            self.file.close()
+
+    async def last_line(self, *, secrets: Iterable[str]) -> str:
+        """The child's last line of error output (secrets masked), once it has ended."""
+        self.close()
+        await anyio.to_thread.run_sync(self._reader.join, 1.0)
+        with self._lock:
+            text = bytes(self._tail).decode("utf-8", "replace")
+            truncated = self._truncated
+        for secret in sorted(set(secrets), key=len, reverse=True):
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if truncated and len(lines) > 1:
+            lines = lines[1:]  # the first may be a cut-off piece, a secret's tail included
+        elif truncated:
+            return ""
+        return lines[-1][:300] if lines else ""
+
+
+@asynccontextmanager
+async def _stdio_streams(
+    target: UpstreamTarget, *, errlog: TextIO, handshake: anyio.CancelScope
+) -> AsyncIterator[TransportStreams]:
+    """The SDK's stdio transport, with the handshake bounded by ``handshake``'s deadline.
+
+    The scope sits inside the transport, so it nests properly with the SDK's task
+    groups; once the session is open the caller lifts its deadline.
+    """
+    params = StdioServerParameters(
+        command=target.command, args=list(target.args), env=dict(target.env)
+    )
+    async with stdio_client(params, errlog=errlog) as streams:
+        with handshake:
+            yield streams
+        if handshake.cancelled_caught:
+            raise TimeoutError(f"no MCP handshake within {target.connect_timeout:g} s")
+
+
 def _short(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return text[:200]
@@ -188,7 +371,14 @@ async def upstream_session(
         )
 
     http_client: httpx2.AsyncClient | None = None
-    if target.transport == "sse":
+    stderr: _ChildStderr | None = None
+    handshake = anyio.CancelScope(deadline=anyio.current_time() + target.connect_timeout)
+    transport: Any
+    if target.is_stdio:
+        stderr = _ChildStderr()
+        transport = _stdio_streams(target, errlog=stderr.file, handshake=handshake)
+        mode = "auto"
+    elif target.transport == "sse":
         transport = sse_client(
             target.url,
             headers=dict(target.headers),
@@ -212,8 +402,13 @@ async def upstream_session(
         message_handler=message_handler,
         read_timeout_seconds=target.call_timeout,
     )
+    opened = False
     try:
         async with client:
+            opened = True
+            handshake.deadline = math.inf
+            if stderr is not None:
+                stderr.close()
             yield client
     except UpstreamError:
         raise
@@ -227,14 +422,36 @@ async def upstream_session(
             raise
         status = last_status[-1] if last_status else None
         failure = describe_failure(
-            error, target=target, http_status=status, timeout=target.call_timeout
+            error,
+            target=target,
+            http_status=status,
+            # The stdio handshake is bounded by the connect timeout (see _stdio_streams).
+            timeout=target.connect_timeout
+            if target.is_stdio and not opened
+            else target.call_timeout,
         )
-        if failure.kind == "protocol":
+        if stderr is not None and failure.kind == "exited" and not opened:
+            failure = await _explain_exit(target, stderr)
+        if failure.kind == "protocol" and not target.is_stdio:
             logger.warning("MCP session with %s failed", target.display, exc_info=error)
+        elif failure.kind == "protocol":
+            # The traceback of a stdio session may quote the child's output: kind only.
+            logger.warning("MCP session with %s failed: %s", target.display, failure.message)
         raise failure from None
     finally:
         if http_client is not None:
             await http_client.aclose()
+        if stderr is not None:
+            stderr.close()
+
+
+async def _explain_exit(target: UpstreamTarget, stderr: _ChildStderr) -> UpstreamError:
+    said = await stderr.last_line(secrets=target.env.values())
+    return UpstreamError(
+        "exited",
+        f"The server process {target.display} exited before completing the MCP handshake"
+        + (f"; its last error output: {said}" if said else " (no error output)."),
+    )
 
 
 async def _all_pages(fetch: Callable[[str | None], Awaitable[Any]], attribute: str) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
@@ -60,6 +61,8 @@ def connection_detail_view(request: HttpRequest, connection_id: str) -> HttpResp
             "connection": connection,
             "catalog": selectors.connection_catalog(connection=connection),
             "history": selectors.connection_health_history(connection=connection),
+            "stdio_allowed": settings.GATEWAY_ALLOW_STDIO,
+            "stdio_disabled_reason": services.STDIO_DISABLED,
         },
     )
 

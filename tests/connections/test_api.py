@@ -34,6 +34,10 @@ CONNECTION_FIELDS = {
     "lastCheckError",
     "lastCheckLatencyMs",
     "slug",
+    "command",
+    "args",
+    "envSet",
+    "envNames",
 }
 
 
