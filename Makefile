@@ -24,6 +24,7 @@ browser:
 
 ## Lint, type-check, check migrations, then run the whole test suite
 test: install browser lint
+	@bash .ci/install-peers
 	$(PY) -m pytest
 
 lint: install
