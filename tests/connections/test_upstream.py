@@ -38,7 +38,7 @@ def test_a_check_fetches_every_page_of_the_catalog_and_marks_the_server_active(o
     assert connection.protocol_version == "2026-07-28"
     assert connection.server_instructions.startswith("Test upstream")
     tools = CatalogEntry.objects.filter(connection=connection, kind=CatalogKind.TOOL)
-    assert tools.count() == 27  # 25 + whoami + slow, served in pages of 10
+    assert tools.count() == 29  # 25 + whoami, slow, grow, count, served in pages of 10
     assert set(tools.values_list("key", flat=True)) >= {"tool_00", "tool_24", "whoami", "slow"}
     tool = tools.get(key="tool_07")
     assert tool.description == "The tool_07 tool."
@@ -217,7 +217,7 @@ def test_the_api_health_check_runs_the_check_and_returns_the_connection(admin, s
     assert body["lastHealthCheckAt"] is not None
     assert body["serverName"] == "paged-test-server"
     catalog = admin.api().get(f"/api/mcp-connections/{connection.pk}/catalog").json()
-    assert len(catalog["tools"]) == 27
+    assert len(catalog["tools"]) == 29
     assert catalog["prompts"][0]["key"] == "summarise"
     assert admin.api().get(f"/api/mcp-connections/{connection.pk}/health-check").status_code == 405
 

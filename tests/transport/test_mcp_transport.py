@@ -7,6 +7,7 @@ import json
 
 import httpx
 import httpx2
+import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.sse import sse_client
@@ -245,3 +246,63 @@ def test_an_upstream_failure_names_the_server_and_leaks_nothing(
     text = result.content[0].text
     assert text == "The server 'Paged' is unreachable right now."
     assert "127.0.0.1" not in json.dumps(result.model_dump(mode="json"))
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_resources_prompts_and_completions_route_to_the_right_server(
+    live_gateway, served_endpoint, admin, mode
+):
+    served = served_endpoint()
+    gateway = live_gateway()
+
+    async def scenario():
+        http, client = await _session(gateway.endpoint_url(served.slug), admin.token, mode)
+        async with http, client:
+            resources = await client.list_resources()
+            templates = await client.list_resource_templates()
+            prompts = await client.list_prompts()
+            read = await client.read_resource(resources.resources[0].uri)
+            expanded = templates.resource_templates[0].uri_template.replace("{name}", "weekly")
+            read_template = await client.read_resource(expanded)
+            prompt = await client.get_prompt(prompts.prompts[0].name, {"memo": "Q3"})
+            completion = await client.complete(
+                types.PromptReference(type="ref/prompt", name=prompts.prompts[0].name),
+                {"name": "memo", "value": "al"},
+            )
+            return resources, templates, prompts, read, read_template, prompt, completion
+
+    resources, _templates, prompts, read, read_template, prompt, completion = run(scenario())
+    public_uri = resources.resources[0].uri
+    assert public_uri != "memo://readme" and public_uri.endswith("memo://readme")
+    assert read.contents[0].text == "memo readme"
+    assert str(read.contents[0].uri) == public_uri
+    assert read_template.contents[0].text == "memo weekly"
+    assert prompts.prompts[0].name == "paged__summarise"
+    assert prompt.messages[0].content.text == "Summarise: Q3"
+    assert completion.completion.values == ["alpha", "alphabet"]
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_upstream_progress_is_relayed_and_the_result_is_unchanged(
+    live_gateway, served_endpoint, admin, mode
+):
+    served = served_endpoint(enable=["count"])
+    gateway = live_gateway()
+
+    async def scenario():
+        seen = []
+
+        async def on_progress(progress, total, message):
+            seen.append((progress, total, message))
+
+        http, client = await _session(gateway.endpoint_url(served.slug), admin.token, mode)
+        async with http, client:
+            result = await client.session.call_tool(
+                "paged__count", {}, progress_callback=on_progress
+            )
+            return result, seen
+
+    result, seen = run(scenario())
+    assert result.content[0].text == "counted to 3"
+    assert result.structured_content == {"counted": 3}
+    assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]

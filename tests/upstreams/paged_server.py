@@ -27,6 +27,7 @@ import mcp_types as types
 import uvicorn
 from mcp.server import Server
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.shared.exceptions import MCPError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -42,7 +43,7 @@ STATS: dict[str, int] = {
 
 
 def build(tool_count: int) -> Server[Any]:
-    names = [f"tool_{i:02d}" for i in range(tool_count)] + ["whoami", "slow", "grow"]
+    names = [f"tool_{i:02d}" for i in range(tool_count)] + ["whoami", "slow", "grow", "count"]
     bus = InMemorySubscriptionBus()
 
     def tool(name: str) -> types.Tool:
@@ -78,6 +79,18 @@ def build(tool_count: int) -> Server[Any]:
             if ctx.protocol_version != "2026-07-28":
                 await ctx.session.send_tool_list_changed()
             return types.CallToolResult(content=[types.TextContent(type="text", text=names[0])])
+        if params.name == "count":
+            token = (ctx.meta or {}).get("progress_token")
+            for step in (1, 2, 3):
+                if token is not None:
+                    await ctx.session.send_progress_notification(
+                        token, step, 3, f"step {step}", related_request_id=ctx.request_id
+                    )
+                await anyio.sleep(0.05)
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text="counted to 3")],
+                structured_content={"counted": 3},
+            )
         if params.name not in names:
             return types.CallToolResult(
                 content=[types.TextContent(type="text", text=f"Unknown tool: {params.name}")],
@@ -107,7 +120,39 @@ def build(tool_count: int) -> Server[Any]:
 
     async def list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
         return types.ListPromptsResult(
-            prompts=[types.Prompt(name="summarise", description="Summarise a memo")]
+            prompts=[
+                types.Prompt(
+                    name="summarise",
+                    description="Summarise a memo",
+                    arguments=[types.PromptArgument(name="memo", required=True)],
+                )
+            ]
+        )
+
+    async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
+        uri = str(params.uri)
+        if not uri.startswith("memo://") or uri == "memo://nothing-here":
+            raise MCPError(code=-32602, message=f"Resource not found: {uri}")
+        return types.ReadResourceResult(
+            contents=[types.TextResourceContents(uri=uri, text=f"memo {uri[7:]}")]
+        )
+
+    async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
+        memo = (params.arguments or {}).get("memo", "")
+        return types.GetPromptResult(
+            description="Summarise a memo",
+            messages=[
+                types.PromptMessage(
+                    role="user", content=types.TextContent(type="text", text=f"Summarise: {memo}")
+                )
+            ],
+        )
+
+    async def complete(ctx: Any, params: types.CompleteRequestParams) -> Any:
+        prefix = params.argument.value
+        values = [v for v in ("alpha", "beta", "alphabet") if v.startswith(prefix)]
+        return types.CompleteResult(
+            completion=types.Completion(values=values, total=len(values), has_more=False)
         )
 
     return Server(
@@ -119,6 +164,9 @@ def build(tool_count: int) -> Server[Any]:
         on_list_resources=list_resources,
         on_list_resource_templates=list_templates,
         on_list_prompts=list_prompts,
+        on_read_resource=read_resource,
+        on_get_prompt=get_prompt,
+        on_completion=complete,
         on_subscriptions_listen=ListenHandler(bus),
     )
 
