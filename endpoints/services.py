@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -603,14 +603,8 @@ def _catalog_update(
         ["enabled", "alias", "description", "acknowledged_hash", "acknowledged_definition"],
     )
     if result.groups:
-        kinds: list[ChangeKind] = []
-        for group in sorted(result.groups):
-            if group == "tools":
-                kinds.append("tools")
-            elif group == "prompts":
-                kinds.append("prompts")
-            else:
-                kinds.append("resources")
+        # The kind groups are named like the lists they change.
+        kinds = cast(list[ChangeKind], sorted(result.groups))
         endpoint_changed_on_commit(endpoint_id=endpoint.pk, kinds=kinds)
     return result
 

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from connections import api as connections_api
 from connections import views as connections_views
+from endpoints import api as endpoints_api
 from endpoints import views as endpoints_views
 from gateway_project.api_errors import api_not_found
 from oauth import views as oauth_views
@@ -33,6 +34,27 @@ api_urlpatterns = [
         "api/mcp-connections/<str:connection_id>/catalog",
         connections_api.ConnectionCatalogApi.as_view(),
         name="api-connection-catalog",
+    ),
+    path("api/mcp-endpoints", endpoints_api.EndpointListApi.as_view(), name="api-endpoint-list"),
+    path(
+        "api/mcp-endpoints/<str:endpoint_id>",
+        endpoints_api.EndpointDetailApi.as_view(),
+        name="api-endpoint-detail",
+    ),
+    path(
+        "api/mcp-endpoints/<str:endpoint_id>/tools",
+        endpoints_api.EndpointToolsApi.as_view(),
+        name="api-endpoint-tools",
+    ),
+    path(
+        "api/mcp-endpoints/<str:endpoint_id>/prompts",
+        endpoints_api.EndpointPromptsApi.as_view(),
+        name="api-endpoint-prompts",
+    ),
+    path(
+        "api/mcp-endpoints/<str:endpoint_id>/resources",
+        endpoints_api.EndpointResourcesApi.as_view(),
+        name="api-endpoint-resources",
     ),
     re_path(r"^api/", api_not_found),
 ]
@@ -73,6 +95,41 @@ ui_urlpatterns = [
         "connections/<str:connection_id>/delete",
         connections_views.connection_delete_view,
         name="connection-delete",
+    ),
+    path("endpoints/", endpoints_views.endpoint_list_view, name="endpoint-list"),
+    path("endpoints/new", endpoints_views.endpoint_create_view, name="endpoint-create"),
+    path(
+        "endpoints/<str:endpoint_id>", endpoints_views.endpoint_detail_view, name="endpoint-detail"
+    ),
+    path(
+        "endpoints/<str:endpoint_id>/edit",
+        endpoints_views.endpoint_edit_view,
+        name="endpoint-edit",
+    ),
+    path(
+        "endpoints/<str:endpoint_id>/delete",
+        endpoints_views.endpoint_delete_view,
+        name="endpoint-delete",
+    ),
+    path(
+        "endpoints/<str:endpoint_id>/entries/bulk",
+        endpoints_views.endpoint_entries_bulk_view,
+        name="endpoint-entries-bulk",
+    ),
+    path(
+        "endpoints/<str:endpoint_id>/entries/<str:entry_id>",
+        endpoints_views.endpoint_entry_view,
+        name="endpoint-entry",
+    ),
+    path(
+        "endpoints/<str:endpoint_id>/entries/<str:entry_id>/toggle",
+        endpoints_views.endpoint_entry_toggle_view,
+        name="endpoint-entry-toggle",
+    ),
+    path(
+        "endpoints/<str:endpoint_id>/entries/<str:entry_id>/review",
+        endpoints_views.endpoint_entry_review_view,
+        name="endpoint-entry-review",
     ),
     path("django-admin/", admin.site.urls),
 ]
