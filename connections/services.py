@@ -29,6 +29,7 @@ from connections.models import (
     Transport,
 )
 from connections.outbound import literal_address_refusal
+from connections.signals import catalog_changed
 from connections.upstream import (
     CatalogSnapshot,
     UpstreamError,
@@ -793,6 +794,7 @@ def connection_catalog_store(
     """
     now = timezone.now()
     counts = {"added": 0, "changed": 0, "missing": 0}
+    instructions_changed = connection.server_instructions != snapshot.instructions
     existing = {(e.kind, e.key): e for e in CatalogEntry.objects.filter(connection=connection)}
     seen: set[tuple[str, str]] = set()
     for kind, attribute, key_field in _CATALOG_LISTS:
@@ -858,6 +860,8 @@ def connection_catalog_store(
             "catalog_refreshed_at",
         ]
     )
+    if any(counts.values()) or instructions_changed:
+        catalog_changed.send(sender=Connection, connection=connection, counts=counts)
     return counts
 
 

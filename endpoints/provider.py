@@ -172,12 +172,18 @@ def upstream_failure_message(server: str, error: UpstreamError) -> str:
     return f"The server {server!r} {_FAILURE_TEXT.get(error.kind, 'failed')}."
 
 
-def _catalog_store_and_publish(*, connection_id: str, snapshot: Any, kind: str) -> None:
+def _catalog_store(*, connection_id: str, snapshot: Any) -> None:
     connection = Connection.objects.filter(pk=connection_id).first()
-    if connection is None:
-        return
-    connection_catalog_store(connection=connection, snapshot=snapshot)
-    connection_endpoints_changed_publish(connection_id=connection_id, kinds=[kind])  # type: ignore[list-item]
+    if connection is not None:
+        # Publishes endpoint.changed through the catalog_changed signal.
+        connection_catalog_store(connection=connection, snapshot=snapshot)
+
+
+def catalog_changed_publish(*, connection: Connection, **_: Any) -> None:
+    """``catalog_changed`` receiver: endpoints serving the server refresh their view."""
+    connection_endpoints_changed_publish(
+        connection_id=connection.pk, kinds=["tools", "resources", "prompts"]
+    )
 
 
 async def catalog_refresh_on_list_changed(connection_id: str, kind: str, client: Client) -> None:
@@ -188,9 +194,7 @@ async def catalog_refresh_on_list_changed(connection_id: str, kind: str, client:
     so connected clients get ``list_changed`` at once.
     """
     snapshot = await catalog_fetch_with(client, call_timeout=30.0)
-    await database_sync_to_async(_catalog_store_and_publish)(
-        connection_id=connection_id, snapshot=snapshot, kind=kind
-    )
+    await database_sync_to_async(_catalog_store)(connection_id=connection_id, snapshot=snapshot)
 
 
 def upstream_pool_build() -> UpstreamPool:

@@ -48,7 +48,7 @@ def test_a_check_fetches_every_page_of_the_catalog_and_marks_the_server_active(o
         (kind, CatalogEntry.objects.filter(connection=connection, kind=kind).count())
         for kind in CatalogKind.values
     )
-    assert kinds == {"tool": 27, "resource": 1, "resource_template": 1, "prompt": 1}
+    assert kinds == {"tool": 29, "resource": 1, "resource_template": 1, "prompt": 1}
 
 
 def test_the_bearer_token_and_extra_headers_reach_the_upstream(org, start_upstream):

@@ -1,0 +1,7 @@
+"""Signals other apps listen to (connections depends on no other app)."""
+
+from django.dispatch import Signal
+
+catalog_changed = Signal()
+"""Sent after a catalog refresh changed what a server offers (entries added, changed or
+gone, or its instructions): ``connection`` and ``counts`` ({added, changed, missing})."""
