@@ -73,6 +73,7 @@ class Totals:
     """Counters shared by the workers."""
 
     calls: int = 0
+    sent: int = 0
     errors: int = 0
     warmup_errors: int = 0
     handshakes: int = 0
@@ -492,6 +493,7 @@ async def run_load(config: LoadConfig) -> dict[str, Any]:
             if now >= window_end:
                 return
             counted = now >= window_start
+            totals.sent += 1
             try:
                 message, latency = await session.rpc(method, params)
                 if method == "tools/call":
@@ -524,6 +526,8 @@ async def run_load(config: LoadConfig) -> dict[str, Any]:
             "tool": tool if config.mode == "call" else None,
         },
         "calls": calls,
+        # Every request of the loop, warm-up and failures included (not the setup's).
+        "requestsSent": totals.sent,
         "errors": totals.errors,
         "warmupErrors": totals.warmup_errors,
         "errorSamples": totals.error_samples,

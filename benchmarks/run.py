@@ -261,8 +261,8 @@ def run_loadgen(
     return report
 
 
-def _handshakes(stats: dict[str, Any], paths: Sequence[str]) -> int:
-    by_path: dict[str, int] = stats["handshakesByPath"]
+def _count(stats: dict[str, Any], counter: str, paths: Sequence[str]) -> int:
+    by_path: dict[str, int] = stats[counter]
     return sum(by_path.get(path, 0) for path in paths)
 
 
@@ -294,15 +294,25 @@ def measure(
                     args=args,
                 )
                 after = upstream_stats(upstream_port)
-                handshakes = _handshakes(after, part.upstream_paths) - _handshakes(
-                    before, part.upstream_paths
-                )
+
+                def delta(
+                    counter: str,
+                    paths: list[str] = part.upstream_paths,
+                    before: dict[str, Any] = before,
+                    after: dict[str, Any] = after,
+                ) -> int:
+                    return _count(after, counter, paths) - _count(before, counter, paths)
+
                 runs.append(
                     {
                         "round": round_index + 1,
                         "target": target.name,
                         "scenario": scenario.name,
-                        "upstreamHandshakes": handshakes,
+                        # Upstream requests on this target's paths during the whole run
+                        # (warm-up included): sessions opened, calls and lists forwarded.
+                        "upstreamHandshakes": delta("handshakesByPath"),
+                        "upstreamCalls": delta("callsByPath"),
+                        "upstreamLists": delta("listsByPath"),
                         "report": report,
                     }
                 )
@@ -347,6 +357,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             "rounds": len(group),
             "failures": failures,
             "calls": sum(r["calls"] for r in reports),
+            "requestsSent": sum(r["requestsSent"] for r in reports),
             "errors": sum(r["errors"] for r in reports),
             "errorSamples": [s for r in reports for s in r["errorSamples"]][:5],
             "p50Ms": median(lambda r: r["latencyMs"]["p50"]),
@@ -356,6 +367,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             "upstreamCpuMsPerCall": median(lambda r: r["cpuMsPerCall"].get("upstream")),
             "loadgenCpuMsPerCall": median(lambda r: r["loadgenCpuMsPerCall"]),
             "upstreamHandshakes": sum(g["upstreamHandshakes"] for g in group),
+            "upstreamCalls": sum(g["upstreamCalls"] for g in group),
+            "upstreamLists": sum(g["upstreamLists"] for g in group),
         }
     return summary
 
@@ -413,6 +426,14 @@ def table(summary: dict[str, Any], rss: dict[str, dict[str, float | None]]) -> l
         for t in TARGETS
     }
     rows.append(("upstream handshakes while measuring", {t: v for t, v in handshakes.items()}, 0))
+    # A proxy that serves tools/list from a catalog forwards none; FastMCP asks every upstream.
+    rows.append(
+        (
+            "upstream tools/list per tools/list, 10 conn.",
+            {t: _per_request(summary, t, "list_10", "upstreamLists") for t in TARGETS},
+            1,
+        )
+    )
 
     width = max(len(label) for label, _, _ in rows)
     lines = [f"{'':{width}}  {'direct':>10}  {'peer':>10}  {'gateway':>10}  {'gateway/peer':>12}"]
@@ -478,6 +499,13 @@ def verdicts(summary: dict[str, Any]) -> list[str]:
         verdict = "n/a" if value is None else ("PASS" if ok(value) else "FAIL")
         lines.append(f"  [{verdict}] {label}: {_fmt(value, 3)}")
     return lines
+
+
+def _per_request(summary: dict[str, Any], target: str, scenario: str, key: str) -> float | None:
+    """Upstream requests per request sent, over every run (warm-up included)."""
+    forwarded = _get(summary, target, scenario, key)
+    sent = _get(summary, target, scenario, "requestsSent")
+    return None if forwarded is None or not sent else forwarded / sent
 
 
 def _ratio_value(a: float | None, b: float | None) -> float | None:

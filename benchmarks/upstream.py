@@ -21,7 +21,8 @@ tool answers an ``isError`` result). Responses are JSON, or SSE with ``--sse``.
 Every path is a separate "server" (``/mcp/u0``, ``/mcp/u1`` …), so one process stands for
 several connections. ``GET /stats`` answers counters per method and per path (the
 handshakes each client opened, which shows whether a proxy reuses its upstream session),
-plus this process's CPU time.
+``tools/call`` and ``tools/list`` per path (whether a proxy answers lists from a cache), plus
+this process's CPU time.
 
 Run: ``python benchmarks/upstream.py --port 0`` prints ``{"port": N, "pid": P}`` once listening.
 """
@@ -84,6 +85,7 @@ class Upstream:
         self.methods: Counter[str] = Counter()
         self.handshakes_by_path: Counter[str] = Counter()
         self.calls_by_path: Counter[str] = Counter()
+        self.lists_by_path: Counter[str] = Counter()
         self.http_requests = 0
         self.connections_opened = 0
         self.sessions_deleted = 0
@@ -194,6 +196,7 @@ class Upstream:
             self.calls_by_path[path] += 1
             return 200, [], self.result(request_id, self.call_tool(params), modern=modern)
         if method == "tools/list":
+            self.lists_by_path[path] += 1
             result: dict[str, Any] = {"tools": self.tools}
             if modern:
                 result.update(ttlMs=0, cacheScope="private")
@@ -241,6 +244,7 @@ class Upstream:
             "toolsList": self.methods["tools/list"],
             "handshakesByPath": dict(self.handshakes_by_path),
             "callsByPath": dict(self.calls_by_path),
+            "listsByPath": dict(self.lists_by_path),
             "openSessions": len(self.sessions),
             "sessionsDeleted": self.sessions_deleted,
         }
