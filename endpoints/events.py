@@ -10,7 +10,7 @@ streams held by another.
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import uuid
 from collections.abc import Iterable
 from typing import Final, Literal, TypedDict
@@ -18,8 +18,6 @@ from typing import Final, Literal, TypedDict
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
-
-logger = logging.getLogger(__name__)
 
 EVENT_TYPE: Final = "endpoint.changed"
 
@@ -50,8 +48,11 @@ def endpoint_group(endpoint_id: uuid.UUID | str) -> str:
     return f"endpoint.{endpoint_id}"
 
 
+_pending: set[asyncio.Task[None]] = set()
+
+
 def endpoint_changed_publish(*, endpoint_id: uuid.UUID | str, kinds: Iterable[ChangeKind]) -> None:
-    """Tell every instance's streams on the endpoint that it changed (sync code only)."""
+    """Tell every instance's streams on the endpoint that it changed."""
     layer = get_channel_layer()
     if layer is None:
         return
@@ -62,7 +63,17 @@ def endpoint_changed_publish(*, endpoint_id: uuid.UUID | str, kinds: Iterable[Ch
         "endpoint_id": str(endpoint_id),
         "kinds": ordered,
     }
-    async_to_sync(layer.group_send)(endpoint_group(endpoint_id), event)
+    group = endpoint_group(endpoint_id)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        async_to_sync(layer.group_send)(group, event)
+        return
+    # Called from a thread that runs an event loop (async code calling a sync
+    # service): blocking it with async_to_sync is refused, so send on that loop.
+    task = loop.create_task(layer.group_send(group, event))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
 
 
 def endpoint_changed_on_commit(

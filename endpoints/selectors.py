@@ -291,7 +291,7 @@ def _name_rows(rows: list[CatalogRow], *, prefix: bool) -> None:
     """Set ``public_name`` on every row (names of missing rows as they were, unchecked)."""
     for group in ("tools", "prompts"):
         present = [row for row in rows if row.group == group and row.state != "missing"]
-        names = assign_names(present, prefix=prefix)
+        names = _assign_names(present, prefix=prefix)
         for row in rows:
             if row.group != group:
                 continue
@@ -311,7 +311,7 @@ def _name_rows(rows: list[CatalogRow], *, prefix: bool) -> None:
             )
 
 
-def assign_names(rows: Iterable[CatalogRow], *, prefix: bool) -> dict[Hashable, str]:
+def _assign_names(rows: Iterable[CatalogRow], *, prefix: bool) -> dict[Hashable, str]:
     """Public names of tool or prompt rows, keyed by entry id (see ``naming``)."""
     return naming.assign_public_names(
         (

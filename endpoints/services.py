@@ -147,6 +147,8 @@ def _clean_members(organization: Organization, member_ids: Any, errors: Errors) 
         try:
             user_id = int(raw)
         except ValueError:
+            user_id = 0
+        if not 0 < user_id < 2**63:  # beyond a database integer: no such user either
             _add(errors, "memberIds", f"{str(raw)[:60]!r} is not a user id.")
             continue
         if user_id not in wanted:

@@ -153,6 +153,7 @@ def test_patch_changes_only_the_given_fields_and_delete_removes_it(admin, endpoi
             {"name": "X", "memberIds": ["bob"]},
             {"memberIds": {"0": ["A valid integer is required."]}},
         ),
+        ({"name": "X", "memberIds": [10**30]}, {"memberIds": [f"'{10**30}' is not a user id."]}),
     ],
 )
 def test_invalid_input_answers_400_with_a_message_per_field(admin, body, details):

@@ -12,7 +12,11 @@ from channels.layers import channel_layers, get_channel_layer
 from django.db import transaction
 
 from endpoints import services
-from endpoints.events import connection_endpoints_changed_publish, endpoint_group
+from endpoints.events import (
+    connection_endpoints_changed_publish,
+    endpoint_changed_publish,
+    endpoint_group,
+)
 from tests.endpoints.conftest import enable
 
 
@@ -148,3 +152,15 @@ def test_a_catalog_change_can_be_published_to_every_endpoint_of_a_connection(
 
     assert first() == [event(endpoint, "tools")]
     assert second() == [event(other, "tools")]
+
+
+def test_it_also_publishes_from_a_thread_that_runs_an_event_loop(endpoint, listen):
+    received = listen(endpoint.pk)
+
+    async def async_caller() -> None:
+        endpoint_changed_publish(endpoint_id=endpoint.pk, kinds=["tools"])
+        await asyncio.sleep(0.05)  # the send is scheduled on this loop
+
+    asyncio.run(async_caller())
+
+    assert received() == [event(endpoint, "tools")]
