@@ -118,7 +118,11 @@ class _RawProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
-            if self.head is not None and "content-length" not in self.head[1]:
+            headers = self.head[1] if self.head is not None else {}
+            delimited = "content-length" in headers or "chunked" in headers.get(
+                "transfer-encoding", ""
+            )
+            if self.head is not None and not delimited:  # the body ran until the close
                 self._finish(len(self.buffer), bytes(self.buffer[self.head[2] :]))
             else:
                 self.waiter.set_exception(LoadError("connection closed by the server"))
@@ -285,7 +289,11 @@ def _json_rpc_response(response: HttpResponse, request_id: int) -> dict[str, Any
 
 
 def _sse_data(body: bytes) -> list[str]:
-    """The data of every event in an SSE body (multi-line data joined, comments skipped)."""
+    """The data of every event in an SSE body (multi-line data joined).
+
+    Comments (``: keep-alive``) and events without data (the priming event of 2025-11-25
+    servers: an ``id`` and an empty ``data``) are skipped.
+    """
     events: list[str] = []
     data: list[str] = []
     for raw_line in body.decode("utf-8").replace("\r\n", "\n").split("\n"):
@@ -298,7 +306,7 @@ def _sse_data(body: bytes) -> list[str]:
             data.append(value[1:] if value.startswith(" ") else value)
     if data:
         events.append("\n".join(data))
-    return events
+    return [event for event in events if event.strip()]
 
 
 class McpSession:

@@ -140,12 +140,13 @@ def ensure_peer_venv(out: TextIO) -> Path:
 
 def start_upstream(processes: Processes, logs: Path, tools: int) -> tuple[int, int]:
     """Start the benchmark upstream; (port, pid)."""
-    child = subprocess.Popen(  # noqa: S603 (our own script)
-        [sys.executable, str(BENCH / "upstream.py"), "--port", "0", "--tools", str(tools)],
-        stdout=subprocess.PIPE,
-        stderr=open(logs / "upstream.log", "wb"),  # noqa: SIM115 (owned by the child)
-        start_new_session=True,
-    )
+    with open(logs / "upstream.log", "wb") as log:
+        child = subprocess.Popen(  # noqa: S603 (our own script)
+            [sys.executable, str(BENCH / "upstream.py"), "--port", "0", "--tools", str(tools)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+        )
     processes.children.append(child)
     assert child.stdout is not None
     line = child.stdout.readline()

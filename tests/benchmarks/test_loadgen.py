@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.loadgen import LoadConfig, run_load
+from benchmarks.loadgen import HttpResponse, LoadConfig, LoadError, _json_rpc_response, run_load
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "benchmarks" / "upstream.py"
 
@@ -119,3 +119,24 @@ def test_it_measures_the_cpu_time_of_a_watched_process(upstream):
 
     assert report["cpuSeconds"]["up"] > 0
     assert 0 < report["cpuMsPerCall"]["up"] < 10
+
+
+def test_it_takes_the_response_out_of_an_sse_stream_with_priming_and_progress():
+    body = (
+        b"id: 0\ndata:\n\n"
+        b": keep-alive\n\n"
+        b'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress",'
+        b'"params":{"progressToken":1,"progress":1}}\n\n'
+        b'event: message\r\ndata: {"jsonrpc":"2.0","id":7,\r\ndata: "result":{"ok":true}}\r\n\r\n'
+    )
+    response = HttpResponse(200, {"content-type": "text/event-stream"}, body, 0.0)
+
+    assert _json_rpc_response(response, 7) == {"jsonrpc": "2.0", "id": 7, "result": {"ok": True}}
+
+
+def test_it_refuses_an_sse_stream_without_the_response():
+    body = b'event: message\ndata: {"jsonrpc":"2.0","id":6,"result":{}}\n\n'
+    response = HttpResponse(200, {"content-type": "text/event-stream"}, body, 0.0)
+
+    with pytest.raises(LoadError, match="without the response"):
+        _json_rpc_response(response, 7)
