@@ -10,12 +10,15 @@ from io import StringIO
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from django.core.management import call_command
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from connections.models import Connection
+from endpoints.models import Endpoint
+from endpoints.selectors import endpoint_served
 from oauth.models import Membership, Organization, Role
 from oauth.services import user_ensure_admin
 from tests.helpers import free_port, wait_for_http, wait_for_port
@@ -93,6 +96,51 @@ def test_load_demo_registers_the_demo_connection_idempotently(db, settings):
     assert connection.organization.slug == "demo"
     assert connection.server_url == "http://127.0.0.1:9911/mcp"
     assert connection.status == "unknown"
+    endpoint = Endpoint.objects.get()
+    served = endpoint_served(endpoint=endpoint)
+    assert endpoint.slug == "acme-support-demo"
+    assert sorted(tool.name for tool in served.tools) == [
+        "acme-orders__check_inventory",
+        "acme-orders__create_quote",
+        "acme-orders__get_order_status",
+    ]
+    assert [prompt.name for prompt in served.prompts] == ["acme-orders__customer_reply"]
+
+
+def _call_demo_tool(url: str, token: str) -> str:
+    """Through the demo endpoint, as an AI client would: initialize, then tools/call."""
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    init = httpx.post(
+        url,
+        headers=headers,
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "test", "version": "1"},
+            },
+        },
+        timeout=30,
+    )
+    headers["Mcp-Session-Id"] = init.headers["mcp-session-id"]
+    call = httpx.post(
+        url,
+        headers=headers,
+        json={
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {
+                "name": "acme-orders__get_order_status",
+                "arguments": {"order_id": "ORD-1001"},
+            },
+        },
+        timeout=30,
+    )
+    return call.text
 
 
 def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
@@ -123,6 +171,15 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
     try:
         assert wait_for_http(f"http://127.0.0.1:{web}/accounts/login/", timeout=90) == 200
         wait_for_port(demo)
+        token = subprocess.run(
+            [sys.executable, "manage.py", "create_api_token", "admin", "--org", "demo"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        answer = _call_demo_tool(f"http://127.0.0.1:{web}/mcp/acme-support-demo", token)
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
@@ -130,6 +187,7 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
     assert "MCP gateway: http://127.0.0.1:" in output
     assert "Acme orders" in output
     assert "Stopping" in output
+    assert "ORD-1001" in answer and "shipped" in answer.lower()
     for port in (web, demo):
         with pytest.raises(TimeoutError):
             wait_for_port(port, timeout=0.5)
