@@ -384,7 +384,9 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def _ratio(a: float | None, b: float | None) -> str:
-    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.3g}x"
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}x" if a / b >= 0.1 else f"{a / b:.2g}x"
 
 
 def table(summary: dict[str, Any], rss: dict[str, dict[str, float | None]]) -> list[str]:
@@ -566,6 +568,8 @@ def build_targets(
                     gateway = gateway_target.start_gateway(
                         urls(prefix, count),
                         processes=args.gateway_processes,
+                        # Under the run's log folder: removed after a successful run.
+                        data_dir=logs / f"gateway-{prefix}",
                         database_url=args.database_url,
                         redis_url=args.redis_url,
                     )
