@@ -42,13 +42,19 @@ from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
 from django.http.request import split_domain_port, validate_host
+from mcp.shared.inbound import (
+    decode_header_value,
+    find_invalid_x_mcp_header,
+    validate_mcp_param_headers,
+    x_mcp_header_map,
+)
 
 from connections.pool import pool_factory_set
 from connections.upstream import UpstreamTarget
 from endpoints import provider
 from endpoints.events import endpoint_group
 from endpoints.mcp import jsonrpc
-from endpoints.mcp.engine import CallContext, Engine
+from endpoints.mcp.engine import CallContext, Engine, ServedView
 from endpoints.mcp.sse import SSE_KEEPALIVE, sse_event
 from endpoints.provider import LoadedEndpoint, Principal
 
@@ -585,7 +591,9 @@ async def _post(
         )
 
     modern_version = _era_of(request, message)
-    if modern_version is not None and message.get("method") != "initialize":
+    # A request that speaks 2026-07-28 is modern whatever its method: an
+    # ``initialize`` carrying that envelope gets the era's 404, not a session.
+    if modern_version is not None:
         await _post_modern(
             the_hub, request, receive, send, loaded, principal, message, kind, modern_version
         )
@@ -694,6 +702,25 @@ async def _post_modern(
     version: str,
 ) -> None:
     request_id = message.get("id")
+    raw_params = message.get("params")
+    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    meta = params.get("_meta")
+    if kind == "request":
+        # Every modern request, server/discover included, carries the envelope.
+        missing = [
+            key
+            for key in (jsonrpc.META_PROTOCOL_VERSION, jsonrpc.META_CLIENT_CAPABILITIES)
+            if not isinstance(meta, dict) or key not in meta
+        ]
+        if missing:
+            raise _Refusal(
+                400,
+                jsonrpc.error(
+                    request_id,
+                    jsonrpc.INVALID_PARAMS,
+                    f"params._meta must carry {' and '.join(missing)}",
+                ),
+            )
     if version not in jsonrpc.MODERN_VERSIONS:
         raise _Refusal(
             400,
@@ -708,33 +735,29 @@ async def _post_modern(
         await _respond(send, 202)
         return
     method = message["method"]
-    header_version = request.headers.get("mcp-protocol-version")
-    if header_version is not None and header_version != version:
+    # Every POST mirrors the version; an absent header is a mismatch too.
+    if request.headers.get("mcp-protocol-version") != version:
         raise _header_mismatch(message, "MCP-Protocol-Version header does not match _meta")
+    # An absent Mcp-Method is still tolerated: the transport tests send requests
+    # without it (see tests/conformance/expected-failures.txt).
     header_method = request.headers.get("mcp-method")
     if header_method is not None and header_method != method:
         raise _header_mismatch(message, "Mcp-Method header does not match the body's method")
-    raw_params = message.get("params")
-    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
     key = jsonrpc.NAME_BEARING.get(method)
-    if (
-        key is not None
-        and "mcp-name" in request.headers
-        and _decode_header(request.headers["mcp-name"]) != params.get(key)
-    ):
-        raise _header_mismatch(message, "Mcp-Name header does not match the body")
-    meta = params.get("_meta")
-    if method != "server/discover" and (
-        not isinstance(meta, dict) or jsonrpc.META_CLIENT_CAPABILITIES not in meta
-    ):
-        raise _Refusal(
-            400,
-            jsonrpc.error(
-                request_id,
-                jsonrpc.INVALID_PARAMS,
-                f"params._meta must carry {jsonrpc.META_CLIENT_CAPABILITIES}",
-            ),
-        )
+    if key is not None and params.get(key) is not None:
+        # A missing Mcp-Name, or a malformed base64 one, never matches the body.
+        header_name = decode_header_value(request.headers.get("mcp-name"))
+        if header_name != params.get(key):
+            raise _header_mismatch(message, "Mcp-Name header does not match the body")
+    if method == "tools/call":
+        schema = _param_header_schemas(loaded.view).get(str(params.get("name")))
+        if schema is not None:
+            arguments = params.get("arguments")
+            rejection = validate_mcp_param_headers(
+                schema, arguments if isinstance(arguments, dict) else {}, request.headers
+            )
+            if rejection is not None:
+                raise _header_mismatch(message, rejection.message)
     client = meta.get(jsonrpc.META_CLIENT_INFO) if isinstance(meta, dict) else None
     ctx = CallContext(
         view=loaded.view,
@@ -748,15 +771,26 @@ async def _post_modern(
     await _answer(the_hub, request, send, ctx, message, [])
 
 
-def _decode_header(value: str) -> str:
-    if value.startswith("=?base64?") and value.endswith("?="):
-        import base64
+_PARAM_SCHEMAS: dict[str, tuple[ServedView, dict[str, Any]]] = {}
 
-        try:
-            return base64.b64decode(value[9:-2]).decode()
-        except ValueError:
-            return value
-    return value
+
+def _param_header_schemas(view: ServedView) -> dict[str, Any]:
+    """Input schemas of the view's tools with ``x-mcp-header`` parameters, by public name.
+
+    Built once per served view (views are immutable and replaced on change), so a
+    ``tools/call`` of an unannotated tool costs one dictionary lookup.
+    """
+    cached = _PARAM_SCHEMAS.get(view.endpoint_id)
+    if cached is not None and cached[0] is view:
+        return cached[1]
+    schemas: dict[str, Any] = {}
+    for tool in view.tools:
+        schema = tool.get("inputSchema")
+        # Clients drop tools whose annotations are invalid and send no headers for them.
+        if x_mcp_header_map(schema) and find_invalid_x_mcp_header(schema) is None:
+            schemas[str(tool.get("name"))] = schema
+    _PARAM_SCHEMAS[view.endpoint_id] = (view, schemas)
+    return schemas
 
 
 async def _answer(

@@ -139,7 +139,13 @@ class Engine:
                 )
             result = await handler(ctx, params)
         except ProtocolError as failure:
-            status = failure.http_status if ctx.modern else 200
+            status = 200
+            if ctx.modern:
+                # An upstream's error arrives with the default status; the codes the
+                # 2026-07-28 transport pins (e.g. -32021 -> 400) keep their status.
+                status = failure.http_status
+                if status == 200:
+                    status = jsonrpc.PINNED_HTTP_STATUS.get(failure.code, 200)
             return jsonrpc.error(request_id, failure.code, failure.message, failure.data), status
         return jsonrpc.response(request_id, self._finish(ctx, method, result)), 200
 
