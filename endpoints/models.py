@@ -68,6 +68,13 @@ class Endpoint(models.Model):
         """The URL AI clients use; its base is ``GATEWAY_PUBLIC_URL`` (right behind a proxy)."""
         return f"{settings.GATEWAY_PUBLIC_URL}/mcp/{self.slug}"
 
+    @property
+    def domain_url(self) -> str | None:
+        """``https://<slug>.<GATEWAY_ENDPOINT_DOMAIN>/mcp``, for clients that need the path
+        to be exactly ``/mcp``; None when no endpoint domain is configured."""
+        domain = settings.GATEWAY_ENDPOINT_DOMAIN
+        return f"https://{self.slug}.{domain}/mcp" if domain else None
+
 
 class EndpointConnection(models.Model):
     """A connection federated by an endpoint (a connection may serve many endpoints)."""

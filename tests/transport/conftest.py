@@ -43,7 +43,7 @@ class LiveGateway:
         return f"{self.base}/mcp/{slug}"
 
 
-def start_gateway(port: int | None = None) -> LiveGateway:
+def start_gateway(port: int | None = None, extra_env: dict[str, str] | None = None) -> LiveGateway:
     port = port or free_port()
     log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server)
     env = {
@@ -52,6 +52,7 @@ def start_gateway(port: int | None = None) -> LiveGateway:
         "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "GATEWAY_ALLOW_PRIVATE_UPSTREAMS": "true",
         "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
+        **(extra_env or {}),
     }
     process = subprocess.Popen(
         [
@@ -82,8 +83,8 @@ def start_gateway(port: int | None = None) -> LiveGateway:
 def live_gateway(transactional_db):
     gateways: list[LiveGateway] = []
 
-    def start(port: int | None = None) -> LiveGateway:
-        gateway = start_gateway(port)
+    def start(port: int | None = None, **extra_env: str) -> LiveGateway:
+        gateway = start_gateway(port, extra_env)
         gateways.append(gateway)
         return gateway
 

@@ -306,3 +306,29 @@ def test_upstream_progress_is_relayed_and_the_result_is_unchanged(
     assert result.content[0].text == "counted to 3"
     assert result.structured_content == {"counted": 3}
     assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+
+
+def test_each_endpoint_is_also_served_at_slash_mcp_on_its_own_host(
+    live_gateway, served_endpoint, admin
+):
+    served_endpoint()
+    gateway = live_gateway(GATEWAY_ENDPOINT_DOMAIN="mcp.example.test")
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}}
+    headers = {"Authorization": f"Bearer {admin.token}", "MCP-Protocol-Version": "2026-07-28"}
+
+    found = httpx.post(
+        f"{gateway.base}/mcp", json=body, headers={**headers, "Host": "team.mcp.example.test"}
+    )
+    unknown = httpx.post(
+        f"{gateway.base}/mcp", json=body, headers={**headers, "Host": "other.mcp.example.test"}
+    )
+    foreign = httpx.post(f"{gateway.base}/mcp", json=body, headers={**headers, "Host": "evil.test"})
+
+    assert found.status_code == 200, found.text
+    assert found.json()["result"]["serverInfo"]["name"] == "Team tools"
+    assert unknown.status_code == 404
+    assert foreign.status_code == 400
