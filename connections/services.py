@@ -836,6 +836,7 @@ def connection_catalog_store(
                     if entry.previous_definition is not None
                     else CatalogState.OK
                 )
+                counts["added"] += 1  # back after missing: served lists change again
             entry.definition = definition
             entry.definition_hash = digest
             entry.missing_since = None

@@ -721,28 +721,29 @@ async def _post_modern(
                     f"params._meta must carry {' and '.join(missing)}",
                 ),
             )
-    if version not in jsonrpc.MODERN_VERSIONS:
-        raise _Refusal(
-            400,
-            jsonrpc.error(
-                request_id,
-                jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
-                f"Unsupported protocol version: {version}",
-                {"supported": list(jsonrpc.SUPPORTED_VERSIONS), "requested": version},
-            ),
-        )
+    unsupported = _Refusal(
+        400,
+        jsonrpc.error(
+            request_id,
+            jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
+            f"Unsupported protocol version: {version}",
+            {"supported": list(jsonrpc.SUPPORTED_VERSIONS), "requested": version},
+        ),
+    )
     if kind != "request":
+        if version not in jsonrpc.MODERN_VERSIONS:
+            raise unsupported
         await _respond(send, 202)
         return
     method = message["method"]
-    # Every POST mirrors the version; an absent header is a mismatch too.
+    # Every POST mirrors the version and the method; an absent header is a mismatch
+    # too. Headers are checked before the version, as the specification orders them.
     if request.headers.get("mcp-protocol-version") != version:
         raise _header_mismatch(message, "MCP-Protocol-Version header does not match _meta")
-    # An absent Mcp-Method is still tolerated: the transport tests send requests
-    # without it (see tests/conformance/expected-failures.txt).
-    header_method = request.headers.get("mcp-method")
-    if header_method is not None and header_method != method:
+    if request.headers.get("mcp-method") != method:
         raise _header_mismatch(message, "Mcp-Method header does not match the body's method")
+    if version not in jsonrpc.MODERN_VERSIONS:
+        raise unsupported
     key = jsonrpc.NAME_BEARING.get(method)
     if key is not None and params.get(key) is not None:
         # A missing Mcp-Name, or a malformed base64 one, never matches the body.

@@ -137,7 +137,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "gateway:channels"},
+            # No socket timeout: a listener blocks on BZPOPMIN longer than redis-py 8's
+            # default 5 s, which would otherwise end every idle receive in an error.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "prefix": "gateway:channels",
+            },
         }
     }
     CELERY_BROKER_URL = REDIS_URL

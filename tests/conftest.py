@@ -22,9 +22,22 @@ def _fast_password_hashing(settings):
 @pytest.fixture(autouse=True)
 def _isolated_cache():
     """Throttle counters and cached lookups must not leak between tests."""
-    cache.clear()
+    _cache_clear()
     yield
-    cache.clear()
+    _cache_clear()
+
+
+def _cache_clear() -> None:
+    """Clear Django's cache keys only: on Redis, ``cache.clear()`` would FLUSHDB and drop
+    the channel layer's groups of gateways sharing the database."""
+    backend = getattr(cache, "_cache", None)
+    if type(cache).__name__ != "RedisCache" or backend is None:
+        cache.clear()
+        return
+    client = backend.get_client(write=True)
+    keys = list(client.scan_iter(match=f"{cache.key_prefix}:{cache.version}:*"))
+    if keys:
+        client.delete(*keys)
 
 
 @dataclass

@@ -202,7 +202,8 @@ def test_modern_requests_are_checked_against_their_headers(live_gateway, served_
         **{"Mcp-Method": "tools/call", "Mcp-Name": "paged__tool_01"},
     )
     unknown_method = post(
-        {"jsonrpc": "2.0", "id": 3, "method": "nope/nope", "params": {"_meta": meta}}
+        {"jsonrpc": "2.0", "id": 3, "method": "nope/nope", "params": {"_meta": meta}},
+        **{"Mcp-Method": "nope/nope"},
     )
     old_version = post(
         {
@@ -210,9 +211,16 @@ def test_modern_requests_are_checked_against_their_headers(live_gateway, served_
             "id": 4,
             "method": "tools/list",
             "params": {"_meta": {**meta, "io.modelcontextprotocol/protocolVersion": "2099-01-01"}},
-        }
+        },
+        **{"Mcp-Method": "tools/list", "MCP-Protocol-Version": "2099-01-01"},
     )
-    listed = post({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {"_meta": meta}})
+    listed = post(
+        {"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {"_meta": meta}},
+        **{"Mcp-Method": "tools/list"},
+    )
+    no_method_header = post(
+        {"jsonrpc": "2.0", "id": 6, "method": "tools/list", "params": {"_meta": meta}}
+    )
 
     assert ok.status_code == 200
     assert ok.json()["result"]["content"] == [{"type": "text", "text": "tool_00 ok"}]
@@ -223,6 +231,8 @@ def test_modern_requests_are_checked_against_their_headers(live_gateway, served_
     assert unknown_method.json()["error"]["code"] == -32601
     assert old_version.status_code == 400
     assert old_version.json()["error"]["code"] == -32022
+    assert no_method_header.status_code == 400
+    assert no_method_header.json()["error"]["code"] == -32020
     assert listed.json()["result"]["cacheScope"] == "private"
     assert listed.json()["result"]["ttlMs"] > 0
 
@@ -318,7 +328,11 @@ def test_each_endpoint_is_also_served_at_slash_mcp_on_its_own_host(
         "io.modelcontextprotocol/clientCapabilities": {},
     }
     body = {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}}
-    headers = {"Authorization": f"Bearer {admin.token}", "MCP-Protocol-Version": "2026-07-28"}
+    headers = {
+        "Authorization": f"Bearer {admin.token}",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "server/discover",
+    }
 
     found = httpx.post(
         f"{gateway.base}/mcp", json=body, headers={**headers, "Host": "team.mcp.example.test"}
