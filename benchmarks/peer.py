@@ -11,8 +11,10 @@ The benchmark upstream counts handshakes per path, so the runner can check this 
 
 With one upstream the proxy is served as is (tool names unchanged); with several, each proxy
 is mounted on one FastMCP server under the namespace ``u<i>`` (tools ``u0_tool_0`` …).
-Served over Streamable HTTP by uvicorn at ``http://HOST:PORT/mcp`` with FastMCP's defaults
+Served over Streamable HTTP by uvicorn at ``http://HOST:PORT/mcp``, with FastMCP's defaults
 (stateful sessions, SSE responses) unless ``--json-response`` / ``--stateless`` are given.
+The runner passes ``--json-response``: measured, it halves FastMCP's cost per call, while
+``--stateless`` makes it dearer.
 
 Run: ``benchmarks/.venv-peer/bin/python benchmarks/peer.py --port 9000 --upstream URL …``
 """

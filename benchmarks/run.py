@@ -183,7 +183,7 @@ def start_peer(
     command = [str(python), str(BENCH / "peer.py"), "--port", str(port)]
     for url in upstreams:
         command += ["--upstream", url]
-    if args.peer_json_response:
+    if not args.peer_sse:
         command.append("--json-response")
     if args.peer_stateless:
         command.append("--stateless")
@@ -604,7 +604,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=10, help="for the tools/list figure")
     parser.add_argument("--protocol-version", default="2025-11-25", help="the loadgen's era")
     parser.add_argument(
-        "--peer-json-response", action="store_true", help="FastMCP answers JSON, not SSE"
+        "--peer-sse",
+        action="store_true",
+        help="FastMCP answers in SSE (its default) rather than JSON (its fastest)",
     )
     parser.add_argument(
         "--peer-stateless", action="store_true", help="FastMCP without front sessions"
