@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.db import connection as db_connection
 
-from connections.models import CatalogEntry, CatalogKind
+from connections.models import CatalogEntry, CatalogKind, Connection
 from connections.services import connection_check_health
 from endpoints.services import endpoint_create, endpoint_entries_set_enabled
 from tests.connections.conftest import start_upstream  # noqa: F401  (a fixture)
@@ -111,7 +111,7 @@ def served_endpoint(transactional_db, admin, start_upstream):  # noqa: F811
 
     def make(*, slug: str = "team", handshake_only: bool = False, enable=None) -> ServedEndpoint:
         upstream = start_upstream(handshake_only=handshake_only)
-        connection = ConnectionFactory(
+        connection: Connection = ConnectionFactory(  # type: ignore[assignment]
             organization=admin.organization, name="Paged", slug="paged", server_url=upstream.url
         )
         check = connection_check_health(connection=connection)
