@@ -38,11 +38,26 @@ def benchmark_endpoint_create(
     """Create the benchmark's endpoint and return its slug (served at ``/mcp/<slug>``).
 
     TODO(MCP transport): create an endpoint of ``organization`` federating ``connections``
-    with every tool of their catalogs enabled (tools start disabled), e.g. with
-    ``endpoints.services.endpoint_create(organization=…, name=…, connection_ids=[…])``
-    then ``endpoint_entries_set_enabled(endpoint=…, entry_ids=<all tool entries>,
-    enabled=True)``, and return ``endpoint.slug``. Then set ``GATEWAY_TRANSPORT_BUILT``
-    in ``benchmarks/gateway_target.py`` to True: ``make bench`` measures the gateway row.
+    with every tool of their catalogs enabled (tools start disabled) and return its slug.
+    Tried against the transport as it landed (Postgres + Redis, ``make bench`` measured
+    the gateway row with it)::
+
+        from endpoints.selectors import endpoint_catalog_rows
+        from endpoints.services import endpoint_create, endpoint_entries_set_enabled
+
+        endpoint = endpoint_create(
+            organization=organization,
+            name=f"Bench {organization.slug}",
+            connection_ids=[str(c.pk) for c in connections],
+        )
+        rows = endpoint_catalog_rows(endpoint=endpoint, group="tools")
+        endpoint_entries_set_enabled(
+            endpoint=endpoint, entry_ids=[r.entry_id for r in rows], enabled=True
+        )
+        return str(endpoint.slug)
+
+    Then set ``GATEWAY_TRANSPORT_BUILT`` in ``benchmarks/gateway_target.py`` to True:
+    ``make bench`` measures the gateway row.
     """
     raise NotImplementedError(
         "gateway transport not built yet: benchmarks/gateway_setup.py "
