@@ -35,34 +35,20 @@ from oauth.services import membership_set, organization_create
 def benchmark_endpoint_create(
     *, organization: Organization, connections: Sequence[Connection]
 ) -> str:
-    """Create the benchmark's endpoint and return its slug (served at ``/mcp/<slug>``).
+    """Create the benchmark's endpoint, every tool enabled, and return its slug."""
+    from endpoints.selectors import endpoint_catalog_rows
+    from endpoints.services import endpoint_create, endpoint_entries_set_enabled
 
-    TODO(MCP transport): create an endpoint of ``organization`` federating ``connections``
-    with every tool of their catalogs enabled (tools start disabled) and return its slug.
-    Tried against the transport as it landed (Postgres + Redis, ``make bench`` measured
-    the gateway row with it)::
-
-        from endpoints.selectors import endpoint_catalog_rows
-        from endpoints.services import endpoint_create, endpoint_entries_set_enabled
-
-        endpoint = endpoint_create(
-            organization=organization,
-            name=f"Bench {organization.slug}",
-            connection_ids=[str(c.pk) for c in connections],
-        )
-        rows = endpoint_catalog_rows(endpoint=endpoint, group="tools")
-        endpoint_entries_set_enabled(
-            endpoint=endpoint, entry_ids=[r.entry_id for r in rows], enabled=True
-        )
-        return str(endpoint.slug)
-
-    Then set ``GATEWAY_TRANSPORT_BUILT`` in ``benchmarks/gateway_target.py`` to True:
-    ``make bench`` measures the gateway row.
-    """
-    raise NotImplementedError(
-        "gateway transport not built yet: benchmarks/gateway_setup.py "
-        "benchmark_endpoint_create() must create the endpoint"
+    endpoint = endpoint_create(
+        organization=organization,
+        name=f"Bench {organization.slug}",
+        connection_ids=[str(c.pk) for c in connections],
     )
+    rows = endpoint_catalog_rows(endpoint=endpoint, group="tools")
+    endpoint_entries_set_enabled(
+        endpoint=endpoint, entry_ids=[r.entry_id for r in rows], enabled=True
+    )
+    return str(endpoint.slug)
 
 
 @transaction.atomic

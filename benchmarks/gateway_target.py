@@ -39,7 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 # Switch on when the MCP transport is served at /mcp/<slug> and benchmark_endpoint_create
 # (benchmarks/gateway_setup.py) creates the endpoint.
-GATEWAY_TRANSPORT_BUILT = False
+GATEWAY_TRANSPORT_BUILT = True
 
 NOT_BUILT_MESSAGE = (
     "gateway transport not built yet (fill benchmark_endpoint_create in "

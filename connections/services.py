@@ -795,6 +795,7 @@ def connection_catalog_store(
     now = timezone.now()
     counts = {"added": 0, "changed": 0, "missing": 0}
     instructions_changed = connection.server_instructions != snapshot.instructions
+    returned = 0
     existing = {(e.kind, e.key): e for e in CatalogEntry.objects.filter(connection=connection)}
     seen: set[tuple[str, str]] = set()
     for kind, attribute, key_field in _CATALOG_LISTS:
@@ -836,7 +837,7 @@ def connection_catalog_store(
                     if entry.previous_definition is not None
                     else CatalogState.OK
                 )
-                counts["added"] += 1  # back after missing: served lists change again
+                returned += 1  # back after missing: served lists change again
             entry.definition = definition
             entry.definition_hash = digest
             entry.missing_since = None
@@ -861,7 +862,7 @@ def connection_catalog_store(
             "catalog_refreshed_at",
         ]
     )
-    if any(counts.values()) or instructions_changed:
+    if any(counts.values()) or returned or instructions_changed:
         catalog_changed.send(sender=Connection, connection=connection, counts=counts)
     return counts
 
