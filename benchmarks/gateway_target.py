@@ -9,10 +9,6 @@ several daphne processes, each on its own port. It returns the endpoint's MCP UR
 process (the load generator spreads its workers over them), the bearer token, and the pids
 whose CPU time and memory the runner measures.
 
-Until the MCP transport exists, ``GATEWAY_TRANSPORT_BUILT`` is False and ``start_gateway``
-raises ``NotImplementedError``; the runner then skips the gateway row with a note. To switch
-it on: fill ``benchmark_endpoint_create`` in ``benchmarks/gateway_setup.py`` and set the flag.
-
 ``python benchmarks/gateway_target.py --check-setup --upstream URL`` runs every step but the
 endpoint and checks through the REST API that the connections and their catalogs are there.
 """
@@ -37,14 +33,6 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
-# Switch on when the MCP transport is served at /mcp/<slug> and benchmark_endpoint_create
-# (benchmarks/gateway_setup.py) creates the endpoint.
-GATEWAY_TRANSPORT_BUILT = True
-
-NOT_BUILT_MESSAGE = (
-    "gateway transport not built yet (fill benchmark_endpoint_create in "
-    "benchmarks/gateway_setup.py and set GATEWAY_TRANSPORT_BUILT in benchmarks/gateway_target.py)"
-)
 REPO = Path(__file__).resolve().parent.parent
 USERNAME = "bench-admin"
 READY_TIMEOUT = 60.0
@@ -83,8 +71,6 @@ def start_gateway(
     redis_url: str | None = None,
 ) -> GatewayTarget:
     """Deploy the gateway in front of ``upstream_urls`` and start ``processes`` daphnes."""
-    if not GATEWAY_TRANSPORT_BUILT:
-        raise NotImplementedError(NOT_BUILT_MESSAGE)
     setup = prepare_gateway(
         upstream_urls, data_dir=data_dir, database_url=database_url, redis_url=redis_url
     )

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from connections import selectors, services
 from connections.models import AuthType, CatalogEntry, CatalogKind, Connection, Transport
-from gateway_project.api_errors import error_response
+from gateway_project.api_errors import error_response, request_body_object
 from oauth.permissions import IsAdminOrReadOnly, api_membership
 
 NOT_FOUND = "MCP connection not found"
@@ -151,12 +151,6 @@ def _service_kwargs(data: dict[str, Any]) -> dict[str, Any]:
     return {_FIELD_TO_ARG[key]: value for key, value in data.items()}
 
 
-def _body_object(request: Request) -> dict[str, Any] | Response:
-    if not isinstance(request.data, dict):
-        return error_response(400, "The request body must be a JSON object.")
-    return request.data
-
-
 class ConnectionListApi(APIView):
     permission_classes = [IsAdminOrReadOnly]
 
@@ -183,7 +177,7 @@ class ConnectionListApi(APIView):
     def post(self, request: Request) -> Response:
         membership = api_membership(request)
         assert membership is not None
-        body = _body_object(request)
+        body = request_body_object(request)
         if isinstance(body, Response):
             return body
         serializer = ConnectionInSerializer(data=body)
@@ -232,7 +226,7 @@ class ConnectionDetailApi(_OneConnectionApi):
         connection = self._connection(request, connection_id)
         if connection is None:
             return error_response(404, NOT_FOUND)
-        body = _body_object(request)
+        body = request_body_object(request)
         if isinstance(body, Response):
             return body
         serializer = ConnectionInSerializer(data=body, partial=True)

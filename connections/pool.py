@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 import httpx2
@@ -70,12 +68,6 @@ class UpstreamCallError(Exception):
         self.code, self.message, self.data = code, message, data
 
 
-def target_key(target: UpstreamTarget) -> str:
-    """Identifies a target with its credential, without keeping the secret in clear."""
-    canonical = json.dumps(asdict(target), sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 @dataclass(eq=False)
 class _Session:
     connection_id: str
@@ -107,7 +99,7 @@ class UpstreamPool:
         self.idle_seconds = idle_seconds
         self.max_concurrency = max_concurrency
         self.on_list_changed = on_list_changed
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[tuple[str, tuple[Any, ...]], _Session] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -248,7 +240,7 @@ class UpstreamPool:
                 session.last_used = time.monotonic()
 
     def _session_for(self, connection_id: str, target: UpstreamTarget) -> _Session:
-        key = f"{connection_id}:{target_key(target)}"
+        key = (connection_id, target.pool_key)
         session = self._sessions.get(key)
         if session is None:
             session = _Session(

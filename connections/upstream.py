@@ -24,6 +24,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final, TextIO
 from urllib.parse import urlsplit
 
@@ -82,14 +83,15 @@ class UpstreamTarget:
         parts = urlsplit(self.url)
         return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
-    @property
+    @cached_property
     def pool_key(self) -> tuple[str, str, str, tuple[str, ...], float, float, str]:
         """A hashable identity of the server and its credential, for keying pooled sessions.
 
         ``(transport, url, command, args, connect_timeout, call_timeout, digest)``
         where the digest is an HMAC-SHA256 of the headers and environment under a
         per-process key: equal credentials give equal keys within the process,
-        and the key never holds a secret in clear.
+        and the key never holds a secret in clear. Computed once per target: the
+        transport reuses its cached targets for every call.
         """
         canonical = json.dumps(
             {"headers": self.headers, "env": self.env}, sort_keys=True, separators=(",", ":")

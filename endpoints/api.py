@@ -23,7 +23,7 @@ from connections.models import CatalogKind, CatalogState
 from endpoints import selectors, services
 from endpoints.models import Endpoint, EndpointAccess
 from endpoints.selectors import CatalogRow
-from gateway_project.api_errors import error_response
+from gateway_project.api_errors import error_response, request_body_object
 from oauth.permissions import IsAdminOrReadOnly, api_membership
 
 NOT_FOUND = "MCP endpoint not found"
@@ -114,12 +114,6 @@ def _service_kwargs(data: dict[str, Any]) -> dict[str, Any]:
     return {_FIELD_TO_ARG[key]: value for key, value in data.items()}
 
 
-def _body_object(request: Request) -> dict[str, Any] | Response:
-    if not isinstance(request.data, dict):
-        return error_response(400, "The request body must be a JSON object.")
-    return request.data
-
-
 class EndpointListApi(APIView):
     permission_classes = [IsAdminOrReadOnly]
 
@@ -144,7 +138,7 @@ class EndpointListApi(APIView):
     def post(self, request: Request) -> Response:
         membership = api_membership(request)
         assert membership is not None
-        body = _body_object(request)
+        body = request_body_object(request)
         if isinstance(body, Response):
             return body
         serializer = EndpointInSerializer(data=body)
@@ -194,7 +188,7 @@ class EndpointDetailApi(_OneEndpointApi):
         endpoint = self._endpoint(request, endpoint_id)
         if endpoint is None:
             return error_response(404, NOT_FOUND)
-        body = _body_object(request)
+        body = request_body_object(request)
         if isinstance(body, Response):
             return body
         serializer = EndpointInSerializer(data=body, partial=True)
@@ -355,7 +349,7 @@ class _EndpointCatalogApi(_OneEndpointApi):
         endpoint = self._endpoint(request, endpoint_id)
         if endpoint is None:
             return error_response(404, NOT_FOUND)
-        body = _body_object(request)
+        body = request_body_object(request)
         if isinstance(body, Response):
             return body
         changes = _parse_changes(body, self.group)

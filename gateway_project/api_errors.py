@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -17,6 +18,13 @@ def error_response(status: int, message: str, details: dict[str, Any] | None = N
     if details:
         body["details"] = details
     return Response(body, status=status)
+
+
+def request_body_object(request: Request) -> dict[str, Any] | Response:
+    """The JSON object a write sent, or the 400 to answer when the body is not an object."""
+    if not isinstance(request.data, dict):
+        return error_response(400, "The request body must be a JSON object.")
+    return request.data
 
 
 def _flatten(detail: Any) -> Any:

@@ -8,12 +8,11 @@ ORM calls made by fixtures, assertions and pytest-django's database flush need
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Locator, Page, expect
 
 from connections.models import AuthType, Connection
 from oauth.models import Organization
@@ -22,61 +21,11 @@ from tests.factories import PASSWORD, ConnectionFactory
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = Path("/tmp/connection-detail.png")
 TOKEN = "sk-live-SECRET-123"
 
 
-# --- fixtures -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def _allow_async_unsafe() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        yield
-
-
-@pytest.fixture(scope="module")
-def playwright(_allow_async_unsafe: None) -> Iterator[Playwright]:
-    with sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"Chromium is not installed at {CHROMIUM}; the browser tests need Debian's "
-            "chromium package (apt-get install chromium). They do not download a browser.",
-            pytrace=False,
-        )
-    browser = playwright.chromium.launch(
-        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-    )
-    yield browser
-    browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser, live_server: Any) -> Iterator[Page]:
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    yield page
-    context.close()
-
-
-# --- helpers --------------------------------------------------------------------------
+# --- helpers (the browser and page fixtures are in conftest.py) ------------------------- --------------------------------------------------------------------------
 
 
 def field(page: Page, label: str) -> Locator:
