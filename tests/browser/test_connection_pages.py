@@ -25,7 +25,7 @@ SCREENSHOT = Path("/tmp/connection-detail.png")
 TOKEN = "sk-live-SECRET-123"
 
 
-# --- helpers (the browser and page fixtures are in conftest.py) ------------------------- --------------------------------------------------------------------------
+# --- helpers (the browser and page fixtures are in conftest.py) ---------------------------
 
 
 def field(page: Page, label: str) -> Locator:
