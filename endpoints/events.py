@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable
-from typing import Final, Literal, TypedDict
+from typing import Any, Final, Literal, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
 EVENT_TYPE: Final = "endpoint.changed"
+# Every transport process listens here for ended sessions and revoked principals.
+SESSIONS_GROUP: Final = "mcp.sessions"
 
 ChangeKind = Literal["tools", "resources", "prompts", "endpoint", "access", "deleted"]
 """What changed: a served list (``tools``, ``resources``, ``prompts``), the
@@ -53,9 +55,6 @@ _pending: set[asyncio.Task[None]] = set()
 
 def endpoint_changed_publish(*, endpoint_id: uuid.UUID | str, kinds: Iterable[ChangeKind]) -> None:
     """Tell every instance's streams on the endpoint that it changed."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
     wanted = set(kinds)
     ordered = [kind for kind in CHANGE_KINDS if kind in wanted]
     event: EndpointChangedEvent = {
@@ -63,7 +62,27 @@ def endpoint_changed_publish(*, endpoint_id: uuid.UUID | str, kinds: Iterable[Ch
         "endpoint_id": str(endpoint_id),
         "kinds": ordered,
     }
-    group = endpoint_group(endpoint_id)
+    _group_send(endpoint_group(endpoint_id), event)
+
+
+class PrincipalRevokedEvent(TypedDict):
+    """The payload of ``mcp.principal.revoked``: a token or authorization stopped working."""
+
+    type: Literal["mcp.principal.revoked"]
+    principal: str
+
+
+def principal_revoked_on_commit(*, principal_key: str) -> None:
+    """Once committed, tell every instance to forget the principal's cached token and
+    close its open MCP streams (group ``mcp.sessions``, which every transport joins)."""
+    event: PrincipalRevokedEvent = {"type": "mcp.principal.revoked", "principal": principal_key}
+    transaction.on_commit(lambda: _group_send(SESSIONS_GROUP, event), robust=True)
+
+
+def _group_send(group: str, event: Any) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 
+from oauth.models import AccessDuration
+
 
 class EndpointAccess(models.TextChoices):
     ORGANIZATION = "organization", "Everyone in the organisation"
@@ -47,6 +49,10 @@ class Endpoint(models.Model):
         "oauth.Membership", related_name="allowed_endpoints", blank=True
     )
     prefix_names = models.BooleanField(default=True)
+    # The longest access a user may grant an AI client on the consent page.
+    max_access_seconds = models.PositiveIntegerField(
+        choices=AccessDuration.choices, default=AccessDuration.QUARTER
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -28,7 +28,8 @@ from endpoints.mcp.jsonrpc import ProtocolError
 from endpoints.models import Endpoint
 from endpoints.selectors import endpoint_member_may_use, endpoint_served
 from oauth.models import Membership
-from oauth.services import api_token_authenticate
+from oauth.selectors import oauth_authorization_for_token
+from oauth.services import API_TOKEN_PREFIX, api_token_authenticate, oauth_usage_record
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,16 @@ class Principal:
     user_id: int
     username: str
     organization_id: uuid.UUID
-    token_id: str
-    token_kind: str  # "api_token" (OAuth grants join in the OAuth issue)
+    token_id: str  # the API token's id, or the OAuth authorization's (stable across refreshes)
+    token_kind: str  # "api_token" or "oauth"
     client_name: str
+    # An OAuth token is valid only on the endpoint URL it was issued for (its audience).
+    resource: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What sessions, streams and revocations know the principal by."""
+        return f"{self.token_kind}:{self.token_id}"
 
 
 @dataclass(frozen=True)
@@ -55,18 +63,41 @@ class LoadedEndpoint:
 
 
 def principal_from_token(raw: str) -> Principal | None:
-    """The principal of a bearer token, or None when it is unknown, revoked or expired."""
-    token = api_token_authenticate(raw=raw)
-    if token is None:
+    """The principal of a bearer token, or None when it is unknown, revoked or expired.
+
+    API tokens (``gwt_…``) act for their user in their organisation; OAuth access
+    tokens act for the user who authorized the client, only on the endpoint URL
+    they were issued for, and only while their authorization lasts.
+    """
+    if raw.startswith(API_TOKEN_PREFIX):
+        token = api_token_authenticate(raw=raw)
+        if token is None:
+            return None
+        return Principal(
+            user_id=token.user_id,
+            username=token.user.get_username(),
+            organization_id=token.organization_id,
+            token_id=str(token.pk),
+            token_kind="api_token",
+            client_name=token.name,
+        )
+    authorization = oauth_authorization_for_token(raw=raw)
+    if authorization is None:
         return None
     return Principal(
-        user_id=token.user_id,
-        username=token.user.get_username(),
-        organization_id=token.organization_id,
-        token_id=str(token.pk),
-        token_kind="api_token",
-        client_name=token.name,
+        user_id=authorization.user_id,
+        username=authorization.user.get_username(),
+        organization_id=authorization.endpoint.organization_id,
+        token_id=str(authorization.pk),
+        token_kind="oauth",
+        client_name=authorization.client_name or "OAuth client",
+        resource=authorization.resource,
     )
+
+
+def usage_record(*, counts: dict[str, int]) -> None:
+    """Add the calls made per principal key since the transport's last flush."""
+    oauth_usage_record(counts=counts)
 
 
 def _instructions(endpoint: Endpoint, connections: list[Connection]) -> str:

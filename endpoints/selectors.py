@@ -9,6 +9,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from django.conf import settings
 from django.db.models import Count, F, FilteredRelation, Prefetch, Q, QuerySet
 
 from connections.models import CatalogEntry, CatalogKind, CatalogState, Connection
@@ -643,3 +644,26 @@ def endpoint_ids_for_connection(*, connection_id: uuid.UUID | str) -> list[uuid.
             "endpoint_id", flat=True
         )
     )
+
+
+def endpoint_for_resource(*, resource: str) -> Endpoint | None:
+    """The endpoint whose URL is exactly ``resource`` (an OAuth resource indicator).
+
+    Both forms of an endpoint's URL count: ``<GATEWAY_PUBLIC_URL>/mcp/<slug>`` and,
+    with ``GATEWAY_ENDPOINT_DOMAIN``, ``https://<slug>.<domain>/mcp``. Anything else,
+    a trailing slash included, names no endpoint.
+    """
+    prefix = f"{settings.GATEWAY_PUBLIC_URL}/mcp/"
+    slug = ""
+    if resource.startswith(prefix):
+        slug = resource[len(prefix) :]
+    elif settings.GATEWAY_ENDPOINT_DOMAIN:
+        suffix = f".{settings.GATEWAY_ENDPOINT_DOMAIN}/mcp"
+        if resource.startswith("https://") and resource.endswith(suffix):
+            slug = resource[len("https://") : -len(suffix)]
+    if not slug or "/" in slug or "." in slug:
+        return None
+    endpoint = Endpoint.objects.select_related("organization").filter(slug=slug).first()
+    if endpoint is None or resource not in (endpoint.url, endpoint.domain_url):
+        return None
+    return endpoint

@@ -52,7 +52,7 @@ from mcp.shared.inbound import (
 from connections.pool import pool_factory_set
 from connections.upstream import UpstreamTarget
 from endpoints import provider
-from endpoints.events import endpoint_group
+from endpoints.events import SESSIONS_GROUP, endpoint_group
 from endpoints.mcp import jsonrpc
 from endpoints.mcp.engine import CallContext, Engine, ServedView
 from endpoints.mcp.sse import SSE_KEEPALIVE, sse_event
@@ -65,9 +65,11 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 SESSION_SALT: Final = "mcp-session"
-SESSION_GROUP: Final = "mcp.sessions"
+SESSION_GROUP: Final = SESSIONS_GROUP
 SESSION_ENDED_TTL: Final = 7 * 24 * 3600
 TOKEN_TTL: Final = 1.0
+USAGE_FLUSH_SECONDS: Final = 5.0
+COUNTED_METHODS: Final = frozenset({"tools/call", "resources/read", "prompts/get"})
 TARGET_TTL: Final = 5.0
 VIEW_TTL: Final = 60.0
 KEEPALIVE_SECONDS: Final = 15.0
@@ -93,6 +95,7 @@ class _Stream:
 
     endpoint_id: str
     session_id: str | None
+    principal: str = ""  # Principal.key: a revocation closes the principal's streams
     queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
     listen_id: Any = None  # 2026-07-28 subscriptions/listen: the request id
     wants: frozenset[str] = frozenset({"tools", "resources", "prompts"})
@@ -108,6 +111,9 @@ class Hub:
         self.targets: dict[str, tuple[float, UpstreamTarget | str]] = {}
         self.ended_sessions: dict[str, bool] = {}
         self.streams: dict[str, _Stream] = {}
+        # Calls per principal since the last flush (the sessions pages show them).
+        self.usage: dict[str, int] = {}
+        self._usage_flusher: asyncio.Task[None] | None = None
         self.channel: str | None = None
         self._watched: dict[str, float] = {}
         self._listener: asyncio.Task[None] | None = None
@@ -158,6 +164,8 @@ class Hub:
             self.endpoint_changed(endpoint_id, kinds)
         elif kind == "mcp.session.ended":
             self.session_ended(str(message.get("session_id")))
+        elif kind == "mcp.principal.revoked":
+            self.principal_revoked(str(message.get("principal")))
         elif kind == "mcp.deliver":
             stream = self.streams.get(str(message.get("stream")))
             if stream is not None:
@@ -194,6 +202,32 @@ class Hub:
         for stream in list(self.streams.values()):
             if stream.session_id == session_id:
                 stream.queue.put_nowait(None)
+
+    def principal_revoked(self, key: str) -> None:
+        """A token or authorization was revoked: forget it and close its streams now."""
+        self.tokens = {
+            digest: entry
+            for digest, entry in self.tokens.items()
+            if entry[1] is None or entry[1].key != key
+        }
+        self.access = {k: v for k, v in self.access.items() if k[0] != key}
+        for stream in list(self.streams.values()):
+            if stream.principal == key:
+                stream.queue.put_nowait(None)
+
+    def note_use(self, principal: Principal) -> None:
+        """Count a call for the principal; a background task writes the counts in batches."""
+        self.usage[principal.key] = self.usage.get(principal.key, 0) + 1
+        if self._usage_flusher is None or self._usage_flusher.done():
+            self._usage_flusher = asyncio.create_task(self._flush_usage())
+
+    async def _flush_usage(self) -> None:
+        await asyncio.sleep(USAGE_FLUSH_SECONDS)
+        counts, self.usage = self.usage, {}
+        try:
+            await database_sync_to_async(provider.usage_record)(counts=counts)
+        except Exception:
+            logger.warning("MCP hub: could not record usage counts", exc_info=True)
 
     # --- cached loads -------------------------------------------------------------------
 
@@ -400,8 +434,17 @@ def resource_url(slug: str) -> str:
     return f"{settings.GATEWAY_PUBLIC_URL}/mcp/{slug}"
 
 
-def _challenge(slug: str, error: str | None = None) -> list[tuple[bytes, bytes]]:
-    metadata = f"{settings.GATEWAY_PUBLIC_URL}/.well-known/oauth-protected-resource/mcp/{slug}"
+def _resource_of(slug: str, via_domain: bool) -> tuple[str, str]:
+    """The endpoint URL this request's client uses, and its protected-resource metadata URL."""
+    if via_domain:
+        base = f"https://{slug}.{settings.GATEWAY_ENDPOINT_DOMAIN}"
+        return f"{base}/mcp", f"{base}/.well-known/oauth-protected-resource/mcp"
+    base = settings.GATEWAY_PUBLIC_URL
+    return f"{base}/mcp/{slug}", f"{base}/.well-known/oauth-protected-resource/mcp/{slug}"
+
+
+def _challenge(slug: str, via_domain: bool, error: str | None = None) -> list[tuple[bytes, bytes]]:
+    _resource, metadata = _resource_of(slug, via_domain)
     parts = [f'resource_metadata="{metadata}"', 'scope="mcp"']
     if error:
         parts.insert(0, f'error="{error}"')
@@ -480,6 +523,7 @@ async def mcp_app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     request = Request.from_scope(scope)
     kwargs = scope.get("url_route", {}).get("kwargs", {})
+    via_domain = not kwargs.get("slug")
     slug = kwargs.get("slug") or _slug_from_host(request)
     tail = kwargs.get("tail", "")
     try:
@@ -492,7 +536,7 @@ async def mcp_app(scope: Scope, receive: Receive, send: Send) -> None:
         if not slug:
             raise _Refusal(404, {"error": "No MCP endpoint here."})
         the_hub = await hub()
-        principal = await _authenticate(the_hub, request, slug)
+        principal = await _authenticate(the_hub, request, slug, via_domain)
         loaded = await the_hub.view(slug)
         if loaded is None:
             raise _Refusal(404, {"error": f"No MCP endpoint named {slug!r}."})
@@ -532,21 +576,28 @@ def _slug_from_host(request: Request) -> str:
     return ""
 
 
-async def _authenticate(the_hub: Hub, request: Request, slug: str) -> Principal:
+async def _authenticate(the_hub: Hub, request: Request, slug: str, via_domain: bool) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
         raise _Refusal(
             401,
             {"error": "Authentication required: send Authorization: Bearer <token>."},
-            _challenge(slug),
+            _challenge(slug, via_domain),
         )
     principal = await the_hub.principal(raw.strip())
     if principal is None:
         raise _Refusal(
             401,
             {"error": "The access token is invalid, expired or revoked."},
-            _challenge(slug, "invalid_token"),
+            _challenge(slug, via_domain, "invalid_token"),
+        )
+    # An OAuth token works only on the endpoint URL it was issued for (RFC 8707 audience).
+    if principal.resource is not None and principal.resource != _resource_of(slug, via_domain)[0]:
+        raise _Refusal(
+            401,
+            {"error": "The access token was issued for another endpoint."},
+            _challenge(slug, via_domain, "invalid_token"),
         )
     return principal
 
@@ -767,7 +818,7 @@ async def _post_modern(
         client_info=client if isinstance(client, dict) else None,
     )
     if method == "subscriptions/listen":
-        await _listen(the_hub, receive, send, loaded, message)
+        await _listen(the_hub, receive, send, loaded, principal, message)
         return
     await _answer(the_hub, request, send, ctx, message, [])
 
@@ -803,6 +854,8 @@ async def _answer(
     headers: list[tuple[bytes, bytes]],
 ) -> None:
     """Run one request; answer JSON, or SSE when progress must reach the client first."""
+    if message["method"] in COUNTED_METHODS and isinstance(ctx.principal, Principal):
+        the_hub.note_use(ctx.principal)
     params = message.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
     wants_progress = (
@@ -893,14 +946,19 @@ async def _get_stream(
         raise _Refusal(400, {"error": "Bad Request: Mcp-Session-Id header is required."})
     await _session_for(the_hub, session_id, loaded, principal)
     await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
-    stream = _Stream(endpoint_id=loaded.id, session_id=session_id)
+    stream = _Stream(endpoint_id=loaded.id, session_id=session_id, principal=principal.key)
     await _pump(
         the_hub, secrets.token_hex(8), stream, receive, send, [b": stream open\n\n"], sse_event
     )
 
 
 async def _listen(
-    the_hub: Hub, receive: Receive, send: Send, loaded: LoadedEndpoint, message: dict[str, Any]
+    the_hub: Hub,
+    receive: Receive,
+    send: Send,
+    loaded: LoadedEndpoint,
+    principal: Principal,
+    message: dict[str, Any],
 ) -> None:
     """2026-07-28 ``subscriptions/listen``: acknowledge, then stream change notifications."""
     params = message.get("params") or {}
@@ -923,7 +981,11 @@ async def _listen(
     )
     await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
     stream = _Stream(
-        endpoint_id=loaded.id, session_id=None, listen_id=request_id, wants=frozenset(wants)
+        endpoint_id=loaded.id,
+        session_id=None,
+        principal=principal.key,
+        listen_id=request_id,
+        wants=frozenset(wants),
     )
     # The body was read already: the next receive() is the client's disconnect.
     await _pump(the_hub, secrets.token_hex(8), stream, receive, send, [sse_event(ack)], sse_event)
@@ -968,7 +1030,7 @@ async def _legacy_sse_stream(
     )
     messages_url = f"{request.path.rsplit('/', 1)[0]}/messages?session_id={session_id}"
     await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
-    stream = _Stream(endpoint_id=loaded.id, session_id=session_id)
+    stream = _Stream(endpoint_id=loaded.id, session_id=session_id, principal=principal.key)
     await _pump(
         the_hub,
         stream_id,
@@ -1017,5 +1079,7 @@ async def _legacy_message(
     ctx = CallContext(
         view=loaded.view, protocol_version=version, principal=principal, session_id=session_id
     )
+    if message["method"] in COUNTED_METHODS:
+        the_hub.note_use(principal)
     response, _status = await the_hub.engine.handle(ctx, message)
     await the_hub.deliver(session.channel, session.stream, response)

@@ -183,6 +183,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "oauth2_provider",
+    "corsheaders",
     "channels",
     "oauth",
     "connections",
@@ -193,6 +194,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -302,10 +304,57 @@ OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth.OAuthAccessToken"
 OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oauth.OAuthRefreshToken"
 OAUTH2_PROVIDER_GRANT_MODEL = "oauth.OAuthGrant"
 OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth.OAuthIDToken"
+# The gateway is the authorization server: one issuer (the public URL's root),
+# PKCE S256 only, RFC 9207 ``iss`` in the response, open dynamic registration
+# (rate-limited per address in oauth.views) and client ID metadata documents,
+# refresh tokens rotated with reuse detection. Access tokens live an hour at
+# most; an authorization's chosen duration caps everything issued under it.
+GATEWAY_OAUTH_ACCESS_TOKEN_SECONDS = env_int("GATEWAY_OAUTH_ACCESS_TOKEN_SECONDS", 3600, minimum=60)
+GATEWAY_OAUTH_REGISTRATIONS_PER_HOUR = env_int(
+    "GATEWAY_OAUTH_REGISTRATIONS_PER_HOUR", 30, minimum=1
+)
+# Registrations never used for this long are deleted by a periodic task.
+GATEWAY_OAUTH_UNUSED_CLIENT_DAYS = env_int("GATEWAY_OAUTH_UNUSED_CLIENT_DAYS", 7, minimum=1)
+# Browser-based MCP clients (the Inspector) call discovery, registration and the
+# token endpoint from their own origin; none of these use cookies.
+CORS_URLS_REGEX = r"^/(\.well-known/.*|o/(token|register|revoke_token)/.*|token|register)$"
+CORS_ALLOW_ALL_ORIGINS = True
+CORS_ALLOW_CREDENTIALS = False
 OAUTH2_PROVIDER = {
     "SCOPES": {"mcp": "Use MCP tools through the gateway"},
     "DEFAULT_SCOPES": ["mcp"],
+    "OAUTH2_VALIDATOR_CLASS": "oauth.validators.GatewayOAuth2Validator",
+    "OIDC_ISS_ENDPOINT": GATEWAY_PUBLIC_URL,
     "PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,  # tokens stored only as SHA-256
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token"],
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": [
+        "none",
+        "client_secret_basic",
+        "client_secret_post",
+    ],
+    "ACCESS_TOKEN_EXPIRE_SECONDS": GATEWAY_OAUTH_ACCESS_TOKEN_SECONDS,
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 120,
+    "ROTATE_REFRESH_TOKEN": True,
+    # Longer than any access duration: the authorization's own expiry is what counts.
+    "REFRESH_TOKEN_EXPIRE_SECONDS": 91 * 86400,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
+    "REQUEST_APPROVAL_PROMPT": "force",
+    "ALLOW_LOCALHOST_LOOPBACK": True,
+    # Desktop clients come back on their own schemes (cursor://, vscode://, ...).
+    "ALLOWED_REDIRECT_URI_SCHEMES": env_list(
+        "GATEWAY_OAUTH_REDIRECT_SCHEMES",
+        ["https", "http", "cursor", "vscode", "vscode-insiders", "windsurf", "claude"],
+    ),
+    "DCR_ENABLED": True,
+    "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),
+    "CIMD_ENABLED": True,
+    "OAUTH2_PROTECTED_RESOURCE_BEARER_METHODS_SUPPORTED": ["header"],
 }
 
 # --- gateway ---------------------------------------------------------------
@@ -335,6 +384,11 @@ CELERY_BEAT_SCHEDULE: dict[str, Any] = {
         "schedule": float(GATEWAY_HEALTH_CHECK_INTERVAL),
         # A run that waits longer than one interval is dropped: the next one replaces it.
         "options": {"expires": float(GATEWAY_HEALTH_CHECK_INTERVAL)},
+    },
+    "oauth-housekeeping": {
+        "task": "oauth.tasks.oauth_housekeeping",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
     },
 }
 

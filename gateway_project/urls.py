@@ -2,14 +2,16 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from oauth2_provider import views as dot_views
 
 from connections import api as connections_api
 from connections import views as connections_views
 from endpoints import api as endpoints_api
 from endpoints import views as endpoints_views
 from gateway_project.api_errors import api_not_found
+from oauth import authorization_views as authz
 from oauth import views as oauth_views
 
 api_urlpatterns = [
@@ -134,4 +136,37 @@ ui_urlpatterns = [
     path("django-admin/", admin.site.urls),
 ]
 
-urlpatterns = api_urlpatterns + ui_urlpatterns
+# The authorization server. DOT's views resolve each other as "oauth2_provider:<name>",
+# so the routes keep that namespace; /o/authorize/ is the gateway's consent page.
+_dot_urlpatterns = [
+    path("authorize/", authz.ConsentView.as_view(), name="authorize"),
+    path("token/", dot_views.TokenView.as_view(), name="token"),
+    path("revoke_token/", dot_views.RevokeTokenView.as_view(), name="revoke-token"),
+    path("register/", authz.RegistrationView.as_view(), name="dcr-register"),
+    path(
+        "register/<str:client_id>/",
+        dot_views.DynamicClientRegistrationManagementView.as_view(),
+        name="dcr-register-management",
+    ),
+]
+_as_metadata = dot_views.OAuthServerMetadataView.as_view()
+_resource_metadata = authz.ProtectedResourceMetadataView.as_view()
+oauth_urlpatterns = [
+    path("o/", include((_dot_urlpatterns, "oauth2_provider"))),
+    # One issuer (the gateway's root), published wherever clients look for it: RFC 8414
+    # at the root and path-inserted with an endpoint's path, OpenID discovery, and the
+    # 2025-03-26 fallbacks at the root.
+    path(".well-known/oauth-authorization-server", _as_metadata),
+    path(".well-known/oauth-authorization-server/<path:issuer_path>", _as_metadata),
+    path(".well-known/openid-configuration", _as_metadata),
+    path(".well-known/openid-configuration/<path:issuer_path>", _as_metadata),
+    path("mcp/<slug:slug>/.well-known/openid-configuration", _as_metadata),
+    path("mcp/<slug:slug>/.well-known/oauth-authorization-server", _as_metadata),
+    path(".well-known/oauth-protected-resource/mcp/<slug:slug>", _resource_metadata),
+    path(".well-known/oauth-protected-resource/mcp", _resource_metadata),
+    path("authorize", authz.ConsentView.as_view()),
+    path("token", dot_views.TokenView.as_view()),
+    path("register", authz.RegistrationView.as_view()),
+]
+
+urlpatterns = oauth_urlpatterns + api_urlpatterns + ui_urlpatterns

@@ -85,6 +85,7 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    call_count = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
@@ -98,14 +99,75 @@ class ApiToken(models.Model):
 
 
 class OAuthApplication(AbstractApplication):
-    """An OAuth client (an AI client such as Claude or an agent)."""
+    """An OAuth client (an AI client such as Claude or an agent).
+
+    Clients register themselves (dynamic registration, or a client ID metadata
+    document); ``registration_source`` says which, and ``last_used_at`` lets a
+    periodic task delete registrations nobody ever used.
+    """
+
+    last_used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(AbstractApplication.Meta):
         verbose_name = "OAuth application"
 
 
+class AccessDuration(models.IntegerChoices):
+    """How long an authorization lasts, chosen by the user on the consent page."""
+
+    HOUR = 3600, "1 hour"
+    DAY = 86400, "1 day"
+    WEEK = 7 * 86400, "7 days"
+    MONTH = 30 * 86400, "30 days"
+    QUARTER = 90 * 86400, "90 days"
+
+
+class OAuthAuthorization(models.Model):  # type: ignore[django-manager-missing]
+    """One consent: a user let one client use one endpoint until ``expires_at``.
+
+    It is the "authorized session" admins see and revoke. Every token issued
+    under it (the first pair and each rotated refresh) points here, and none
+    outlives ``expires_at``: after it the client must ask the user again.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    application = models.ForeignKey(
+        "oauth.OAuthApplication", on_delete=models.CASCADE, related_name="authorizations"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oauth_authorizations"
+    )
+    endpoint = models.ForeignKey(
+        "endpoints.Endpoint", on_delete=models.CASCADE, related_name="authorizations"
+    )
+    resource = models.URLField(max_length=500)
+    scope = models.TextField(blank=True)
+    client_name = models.CharField(max_length=255, blank=True)
+    granted_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    call_count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-granted_at"]
+        indexes = [models.Index(fields=["endpoint", "-granted_at"], name="authorization_endpoint")]
+
+    def __str__(self) -> str:
+        return f"{self.client_name or self.application_id} for {self.user_id} on {self.endpoint_id}"
+
+
 class OAuthGrant(AbstractGrant):
-    """An authorization code issued to a client, before it is exchanged for tokens."""
+    """An authorization code issued to a client, before it is exchanged for tokens.
+
+    It carries what the user chose on the consent page: the endpoint and the
+    access duration, which become an ``OAuthAuthorization`` at the exchange.
+    """
+
+    endpoint = models.ForeignKey(
+        "endpoints.Endpoint", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    access_seconds = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta(AbstractGrant.Meta):
         verbose_name = "OAuth grant"
@@ -121,12 +183,28 @@ class OAuthIDToken(AbstractIDToken):
 class OAuthAccessToken(AbstractAccessToken):
     """An access token a client presents on an MCP endpoint."""
 
+    authorization = models.ForeignKey(
+        OAuthAuthorization,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="access_tokens",
+    )
+
     class Meta(AbstractAccessToken.Meta):
         verbose_name = "OAuth access token"
 
 
 class OAuthRefreshToken(AbstractRefreshToken):
     """A refresh token, rotated on every use."""
+
+    authorization = models.ForeignKey(
+        OAuthAuthorization,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="refresh_tokens",
+    )
 
     class Meta(AbstractRefreshToken.Meta):
         verbose_name = "OAuth refresh token"

@@ -1,19 +1,30 @@
-"""Writes of organisations, memberships and API tokens."""
+"""Writes of organisations, memberships, API tokens and OAuth authorizations."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from oauth.models import ApiToken, Membership, Organization, Role
+from oauth.models import (
+    ApiToken,
+    Membership,
+    OAuthAccessToken,
+    OAuthApplication,
+    OAuthAuthorization,
+    OAuthRefreshToken,
+    Organization,
+    Role,
+)
 
 API_TOKEN_PREFIX = "gwt_"
 # Writing last_used_at on every request would turn reads into writes; once a minute is enough.
@@ -114,3 +125,69 @@ def user_ensure_admin(*, username: str, password: str | None) -> tuple[User, str
         password = generated = secrets.token_urlsafe(12)
     user = User.objects.create_superuser(username=username, email="", password=password)
     return user, generated
+
+
+def oauth_usage_record(*, counts: dict[str, int]) -> None:
+    """Add the calls made per principal since the transport's last flush.
+
+    Keys are ``oauth:<authorization id>`` or ``api_token:<token id>``; the
+    transport counts in memory and flushes every few seconds, so a call costs no
+    write. Authorizations also get ``last_used_at`` (API tokens get theirs when
+    they authenticate).
+    """
+    now = timezone.now()
+    for key, count in counts.items():
+        kind, _, ident = key.partition(":")
+        try:
+            pk = uuid.UUID(ident)
+        except ValueError:
+            continue
+        if kind == "oauth":
+            OAuthAuthorization.objects.filter(pk=pk).update(
+                call_count=F("call_count") + count, last_used_at=now
+            )
+        elif kind == "api_token":
+            ApiToken.objects.filter(pk=pk).update(call_count=F("call_count") + count)
+
+
+@transaction.atomic
+def oauth_authorization_revoke(*, authorization: OAuthAuthorization) -> OAuthAuthorization:
+    """Revoke an authorized session: its tokens stop working and its MCP streams close.
+
+    The tokens are deleted (a refresh token can no longer be exchanged, an access
+    token no longer validates); once the transaction commits every gateway
+    instance drops the cached token and closes the client's open streams, so its
+    next request gets 401 and it must ask the user again.
+    """
+    from endpoints.events import principal_revoked_on_commit
+
+    if authorization.revoked_at is None:
+        authorization.revoked_at = timezone.now()
+        authorization.save(update_fields=["revoked_at"])
+    OAuthRefreshToken.objects.filter(authorization=authorization).delete()
+    OAuthAccessToken.objects.filter(authorization=authorization).delete()
+    principal_revoked_on_commit(principal_key=f"oauth:{authorization.pk}")
+    return authorization
+
+
+def oauth_clients_unused_delete(*, older_than: timedelta, limit: int = 500) -> int:
+    """Delete self-registered clients never used for ``older_than``; returns how many.
+
+    Clients such as Claude register a new client on every connection attempt; a
+    registration that never obtained a token (or has not for ``older_than``) and
+    has no live authorization is dead weight. Admin-created applications stay.
+    """
+    now = timezone.now()
+    cutoff = now - older_than
+    live = OAuthAuthorization.objects.filter(revoked_at__isnull=True, expires_at__gt=now)
+    stale = list(
+        OAuthApplication.objects.exclude(
+            registration_source=OAuthApplication.RegistrationSource.MANUAL
+        )
+        .filter(created__lt=cutoff)
+        .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=cutoff))
+        .exclude(pk__in=live.values("application_id"))
+        .values_list("pk", flat=True)[:limit]
+    )
+    OAuthApplication.objects.filter(pk__in=stale).delete()
+    return len(stale)

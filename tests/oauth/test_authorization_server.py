@@ -1,0 +1,553 @@
+"""The gateway as an OAuth authorization server: discovery, registration, consent, tokens.
+
+Driven through Django's test client (the live flow with a real MCP client and
+browser is in tests/transport/test_oauth_flow.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.utils import timezone
+
+from endpoints.models import EndpointAccess
+from endpoints.services import endpoint_entries_set_enabled, endpoint_update
+from endpoints.provider import principal_from_token
+from oauth.models import AccessDuration, OAuthApplication, OAuthAuthorization, Role
+from oauth.services import oauth_authorization_revoke, oauth_clients_unused_delete
+from tests.conftest import make_person
+from tests.endpoints.conftest import entry, store, tool
+from tests.factories import ConnectionFactory, EndpointFactory
+
+REDIRECT = "http://127.0.0.1:3030/callback"
+
+
+@pytest.fixture
+def endpoint(org):
+    return EndpointFactory(organization=org, name="Support", slug="support")
+
+
+@pytest.fixture
+def other_endpoint(org):
+    return EndpointFactory(organization=org, name="Finance", slug="finance")
+
+
+def _json(response) -> dict:
+    return json.loads(response.content)
+
+
+def register(client: Client, **metadata) -> str:
+    body = {
+        "client_name": "Test agent",
+        "redirect_uris": [REDIRECT],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+        **metadata,
+    }
+    response = client.post("/o/register/", json.dumps(body), content_type="application/json")
+    assert response.status_code == 201, response.content
+    return _json(response)["client_id"]
+
+
+@dataclass
+class Pkce:
+    verifier: str
+    challenge: str
+
+
+def pkce() -> Pkce:
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return Pkce(verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode())
+
+
+def authorize_params(client_id: str, proof: Pkce, resource: str | None, **extra) -> dict:
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT,
+        "scope": "mcp",
+        "state": "st-123",
+        "code_challenge": proof.challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
+    if resource is not None:
+        params["resource"] = resource
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def consent(browser: Client, params: dict, *, duration: int, allow: bool = True):
+    page = browser.get("/o/authorize/", params)
+    assert page.status_code == 200, page.content
+    html = page.content.decode()
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
+    form = {k: v.replace("&amp;", "&") for k, v in form.items()}
+    form["duration"] = str(duration)
+    if allow:
+        form["allow"] = "Authorize"
+    return browser.post("/o/authorize/", form)
+
+
+def code_from(response) -> dict[str, str]:
+    assert response.status_code == 302, response.content
+    query = parse_qs(urlsplit(response["Location"]).query)
+    return {k: v[0] for k, v in query.items()}
+
+
+def exchange(client: Client, client_id: str, code: str, proof: Pkce, resource: str | None):
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "client_id": client_id,
+        "code_verifier": proof.verifier,
+    }
+    if resource:
+        data["resource"] = resource
+    return client.post("/o/token/", data)
+
+
+def refresh(client: Client, client_id: str, refresh_token: str):
+    return client.post(
+        "/o/token/",
+        {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id},
+    )
+
+
+@pytest.fixture
+def authorized(admin, endpoint):
+    """A client authorized by alice on the endpoint for 7 days, with its tokens."""
+    client = Client()
+    client_id = register(client)
+    browser = Client()
+    browser.force_login(admin.user)
+    proof = pkce()
+    result = code_from(
+        consent(browser, authorize_params(client_id, proof, endpoint.url), duration=7 * 86400)
+    )
+    tokens = _json(exchange(client, client_id, result["code"], proof, endpoint.url))
+    return client, client_id, tokens
+
+
+# --- discovery -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_authorization_server_metadata_has_one_issuer_everywhere(client, endpoint):
+    documents = [
+        client.get(path)
+        for path in (
+            "/.well-known/oauth-authorization-server",
+            "/.well-known/oauth-authorization-server/mcp/support",
+            "/.well-known/openid-configuration",
+            "/.well-known/openid-configuration/mcp/support",
+            "/mcp/support/.well-known/openid-configuration",
+        )
+    ]
+    assert {response.status_code for response in documents} == {200}
+    issuers = {_json(response)["issuer"] for response in documents}
+    assert issuers == {settings.GATEWAY_PUBLIC_URL}
+    data = _json(documents[0])
+    assert data["code_challenge_methods_supported"] == ["S256"]
+    assert data["authorization_response_iss_parameter_supported"] is True
+    assert data["client_id_metadata_document_supported"] is True
+    assert "none" in data["token_endpoint_auth_methods_supported"]
+    assert data["registration_endpoint"] == f"{settings.GATEWAY_PUBLIC_URL}/o/register/"
+    assert data["authorization_endpoint"] == f"{settings.GATEWAY_PUBLIC_URL}/o/authorize/"
+    assert set(data["grant_types_supported"]) == {"authorization_code", "refresh_token"}
+
+
+@pytest.mark.django_db
+def test_protected_resource_metadata_names_the_exact_endpoint_url(client, endpoint):
+    response = client.get("/.well-known/oauth-protected-resource/mcp/support")
+    assert response.status_code == 200
+    assert _json(response) == {
+        "resource": f"{settings.GATEWAY_PUBLIC_URL}/mcp/support",
+        "authorization_servers": [settings.GATEWAY_PUBLIC_URL],
+        "scopes_supported": ["mcp"],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Support",
+    }
+    assert response["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.django_db
+def test_protected_resource_metadata_of_an_unknown_endpoint_is_404(client):
+    response = client.get("/.well-known/oauth-protected-resource/mcp/nope")
+    assert response.status_code == 404
+    assert _json(response)["error"] == "not_found"
+
+
+@pytest.mark.django_db
+def test_protected_resource_metadata_on_the_endpoint_domain(client, endpoint, settings):
+    settings.GATEWAY_ENDPOINT_DOMAIN = "mcp.example.com"
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, ".mcp.example.com"]
+    response = client.get(
+        "/.well-known/oauth-protected-resource/mcp", HTTP_HOST="support.mcp.example.com"
+    )
+    assert response.status_code == 200
+    assert _json(response)["resource"] == "https://support.mcp.example.com/mcp"
+
+
+@pytest.mark.django_db
+def test_browser_clients_get_cors_on_discovery_registration_and_token(client, endpoint):
+    for path in ("/.well-known/oauth-authorization-server", "/o/register/", "/o/token/"):
+        response = client.options(
+            path,
+            HTTP_ORIGIN="http://localhost:6274",
+            HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+            HTTP_ACCESS_CONTROL_REQUEST_HEADERS="content-type",
+        )
+        assert response["Access-Control-Allow-Origin"] == "*", path
+
+
+# --- registration ------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_dynamic_registration_creates_a_public_client(client):
+    client_id = register(client)
+    application = OAuthApplication.objects.get(client_id=client_id)
+    assert application.client_type == "public"
+    assert application.name == "Test agent"
+    assert application.registration_source == "dcr"
+
+
+@pytest.mark.django_db
+def test_registration_refuses_other_grant_types(client):
+    response = client.post(
+        "/o/register/",
+        json.dumps({"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]}),
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert _json(response)["error"] == "invalid_client_metadata"
+
+
+@pytest.mark.django_db
+def test_registration_is_rate_limited_per_address(client, settings):
+    settings.GATEWAY_OAUTH_REGISTRATIONS_PER_HOUR = 3
+    for _ in range(3):
+        register(client)
+    response = client.post(
+        "/o/register/",
+        json.dumps({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+        content_type="application/json",
+    )
+    assert response.status_code == 429
+    assert response["Retry-After"] == "3600"
+    assert "registrations per hour" in _json(response)["error_description"]
+
+
+@pytest.mark.django_db
+def test_unused_registrations_are_deleted_and_used_ones_kept(authorized, client):
+    _, used_id, _ = authorized
+    unused_id = register(client)
+    OAuthApplication.objects.update(created=timezone.now() - timedelta(days=30))
+    assert oauth_clients_unused_delete(older_than=timedelta(days=7)) == 1
+    remaining = set(OAuthApplication.objects.values_list("client_id", flat=True))
+    assert used_id in remaining
+    assert unused_id not in remaining
+
+
+# --- consent --------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_authorize_sends_a_signed_out_user_to_sign_in(client, endpoint):
+    client_id = register(client)
+    response = client.get("/o/authorize/", authorize_params(client_id, pkce(), endpoint.url))
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+
+
+@pytest.mark.django_db
+def test_consent_page_shows_client_endpoint_tools_and_capped_durations(
+    client, admin, endpoint, served_tools
+):
+    endpoint.max_access_seconds = AccessDuration.MONTH
+    endpoint.save()
+    client_id = register(client)
+    client.force_login(admin.user)
+    page = client.get("/o/authorize/", authorize_params(client_id, pkce(), endpoint.url))
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "Test agent" in html
+    assert "127.0.0.1:3030" in html
+    assert "Support" in html
+    for name in served_tools:
+        assert name in html
+    assert [int(v) for v in re.findall(r'name="duration" value="(\d+)"', html)] == [
+        3600,
+        86400,
+        7 * 86400,
+        30 * 86400,
+    ]
+
+
+@pytest.fixture
+def served_tools(endpoint):
+    connection = ConnectionFactory(organization=endpoint.organization, name="Orders")
+    endpoint_update(endpoint=endpoint, connection_ids=[connection.pk])
+    store(connection, tools=[tool("lookup_order", "Find an order.", order_id="string")])
+    found = entry(connection, "lookup_order")
+    endpoint_entries_set_enabled(endpoint=endpoint, entry_ids=[found.pk], enabled=True)
+    return [f"{connection.slug}__lookup_order"]
+
+
+@pytest.mark.django_db
+def test_the_chosen_duration_bounds_the_authorization(authorized, endpoint):
+    _, _, tokens = authorized
+    authorization = OAuthAuthorization.objects.get()
+    lasts = authorization.expires_at - authorization.granted_at
+    assert timedelta(days=7) - timedelta(seconds=5) < lasts <= timedelta(days=7)
+    assert authorization.endpoint == endpoint
+    assert authorization.resource == endpoint.url
+    assert tokens["token_type"] == "Bearer"
+    assert 0 < tokens["expires_in"] <= settings.GATEWAY_OAUTH_ACCESS_TOKEN_SECONDS
+    assert tokens["refresh_token"]
+
+
+@pytest.mark.django_db
+def test_access_token_acts_for_the_user_only_on_its_endpoint(authorized, admin, endpoint):
+    _, _, tokens = authorized
+    principal = principal_from_token(tokens["access_token"])
+    assert principal is not None
+    assert principal.user_id == admin.user.pk
+    assert principal.token_kind == "oauth"
+    assert principal.client_name == "Test agent"
+    assert principal.resource == endpoint.url
+
+
+@pytest.mark.django_db
+def test_authorize_redirects_with_the_iss_parameter(client, admin, endpoint):
+    client_id = register(client)
+    client.force_login(admin.user)
+    result = code_from(
+        consent(client, authorize_params(client_id, pkce(), endpoint.url), duration=3600)
+    )
+    assert result["iss"] == settings.GATEWAY_PUBLIC_URL
+    assert result["state"] == "st-123"
+    assert result["code"]
+
+
+@pytest.mark.django_db
+def test_deny_returns_access_denied_to_the_client(client, admin, endpoint):
+    client_id = register(client)
+    client.force_login(admin.user)
+    result = code_from(
+        consent(client, authorize_params(client_id, pkce(), endpoint.url), duration=3600, allow=False)
+    )
+    assert result["error"] == "access_denied"
+    assert OAuthAuthorization.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_duration_longer_than_the_endpoint_allows_is_refused(client, admin, endpoint):
+    endpoint.max_access_seconds = AccessDuration.DAY
+    endpoint.save()
+    client_id = register(client)
+    client.force_login(admin.user)
+    response = consent(
+        client, authorize_params(client_id, pkce(), endpoint.url), duration=30 * 86400
+    )
+    assert response.status_code == 400
+    assert "longer than this endpoint allows" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_member_not_allowed_on_the_endpoint_is_refused_at_consent(client, org, endpoint):
+    endpoint.access = EndpointAccess.MEMBERS
+    endpoint.save()
+    outsider = make_person(org, Role.MEMBER, "dave")
+    client_id = register(client)
+    client.force_login(outsider.user)
+    response = client.get("/o/authorize/", authorize_params(client_id, pkce(), endpoint.url))
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "You cannot use" in html
+    assert "error=access_denied" in html
+
+
+@pytest.mark.django_db
+def test_a_user_of_another_organisation_is_refused_at_consent(client, other_admin, endpoint):
+    client_id = register(client)
+    client.force_login(other_admin.user)
+    response = client.get("/o/authorize/", authorize_params(client_id, pkce(), endpoint.url))
+    assert response.status_code == 403
+
+
+# --- refusals with the right OAuth error -------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_wrong_redirect_uri_is_shown_not_followed(client, admin, endpoint):
+    client_id = register(client)
+    client.force_login(admin.user)
+    params = authorize_params(client_id, pkce(), endpoint.url, redirect_uri="https://evil.test/cb")
+    response = client.get("/o/authorize/", params)
+    assert response.status_code == 400
+    assert "cannot be used" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_loopback_redirects_may_use_any_port(client, admin, endpoint):
+    client_id = register(client)
+    client.force_login(admin.user)
+    params = authorize_params(
+        client_id, pkce(), endpoint.url, redirect_uri="http://127.0.0.1:49152/callback"
+    )
+    assert client.get("/o/authorize/", params).status_code == 200
+
+
+@pytest.mark.django_db
+def test_missing_pkce_is_refused(client, admin, endpoint):
+    client_id = register(client)
+    client.force_login(admin.user)
+    params = authorize_params(
+        client_id, pkce(), endpoint.url, code_challenge=None, code_challenge_method=None
+    )
+    result = code_from(client.get("/o/authorize/", params))
+    assert result["error"] == "invalid_request"
+    assert result["state"] == "st-123"
+
+
+@pytest.mark.django_db
+def test_plain_pkce_is_refused(client, admin, endpoint):
+    client_id = register(client)
+    client.force_login(admin.user)
+    params = authorize_params(client_id, pkce(), endpoint.url, code_challenge_method="plain")
+    result = code_from(client.get("/o/authorize/", params))
+    assert result["error"] == "invalid_request"
+    assert "S256" in result["error_description"]
+
+
+@pytest.mark.django_db
+def test_missing_resource_is_refused(client, admin, endpoint):
+    client_id = register(client)
+    client.force_login(admin.user)
+    result = code_from(client.get("/o/authorize/", authorize_params(client_id, pkce(), None)))
+    assert result["error"] == "invalid_target"
+
+
+@pytest.mark.django_db
+def test_a_resource_with_trailing_slash_drift_is_refused(client, admin, endpoint):
+    client_id = register(client)
+    client.force_login(admin.user)
+    params = authorize_params(client_id, pkce(), endpoint.url + "/")
+    assert code_from(client.get("/o/authorize/", params))["error"] == "invalid_target"
+
+
+@pytest.mark.django_db
+def test_a_replayed_code_is_refused(client, admin, endpoint):
+    client_id = register(client)
+    browser = Client()
+    browser.force_login(admin.user)
+    proof = pkce()
+    code = code_from(
+        consent(browser, authorize_params(client_id, proof, endpoint.url), duration=3600)
+    )["code"]
+    assert exchange(client, client_id, code, proof, endpoint.url).status_code == 200
+    replay = exchange(client, client_id, code, proof, endpoint.url)
+    assert replay.status_code == 400
+    assert _json(replay)["error"] == "invalid_grant"
+
+
+@pytest.mark.django_db
+def test_a_wrong_code_verifier_is_refused(client, admin, endpoint):
+    client_id = register(client)
+    browser = Client()
+    browser.force_login(admin.user)
+    proof = pkce()
+    code = code_from(
+        consent(browser, authorize_params(client_id, proof, endpoint.url), duration=3600)
+    )["code"]
+    response = exchange(client, client_id, code, pkce(), endpoint.url)
+    assert response.status_code == 400
+    assert _json(response)["error"] == "invalid_grant"
+
+
+@pytest.mark.django_db
+def test_a_token_request_for_another_endpoint_is_refused(
+    client, admin, endpoint, other_endpoint
+):
+    client_id = register(client)
+    browser = Client()
+    browser.force_login(admin.user)
+    proof = pkce()
+    code = code_from(
+        consent(browser, authorize_params(client_id, proof, endpoint.url), duration=3600)
+    )["code"]
+    response = exchange(client, client_id, code, proof, other_endpoint.url)
+    assert response.status_code == 400
+    assert _json(response)["error"] == "invalid_target"
+
+
+# --- refresh and the duration ------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_refresh_rotates_inside_the_duration(authorized):
+    client, client_id, tokens = authorized
+    response = refresh(client, client_id, tokens["refresh_token"])
+    assert response.status_code == 200
+    renewed = _json(response)
+    assert renewed["refresh_token"] != tokens["refresh_token"]
+    assert principal_from_token(renewed["access_token"]) is not None
+    authorization = OAuthAuthorization.objects.get()
+    assert authorization.access_tokens.count() >= 1
+    assert authorization.refresh_tokens.filter(revoked__isnull=True).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_replayed_refresh_token_is_refused(authorized):
+    client, client_id, tokens = authorized
+    assert refresh(client, client_id, tokens["refresh_token"]).status_code == 200
+    replay = refresh(client, client_id, tokens["refresh_token"])
+    assert replay.status_code == 400
+    assert _json(replay)["error"] == "invalid_grant"
+
+
+@pytest.mark.django_db
+def test_refresh_near_the_end_caps_the_access_token(authorized):
+    client, client_id, tokens = authorized
+    OAuthAuthorization.objects.update(expires_at=timezone.now() + timedelta(seconds=90))
+    renewed = _json(refresh(client, client_id, tokens["refresh_token"]))
+    assert renewed["expires_in"] <= 90
+
+
+@pytest.mark.django_db
+def test_nothing_works_after_the_duration(authorized):
+    client, client_id, tokens = authorized
+    OAuthAuthorization.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert principal_from_token(tokens["access_token"]) is None
+    response = refresh(client, client_id, tokens["refresh_token"])
+    assert response.status_code == 400
+    assert _json(response)["error"] == "invalid_grant"
+
+
+@pytest.mark.django_db
+def test_revoking_the_authorization_ends_its_tokens(authorized):
+    client, client_id, tokens = authorized
+    oauth_authorization_revoke(authorization=OAuthAuthorization.objects.get())
+    assert principal_from_token(tokens["access_token"]) is None
+    assert refresh(client, client_id, tokens["refresh_token"]).status_code == 400
+
+
+@pytest.mark.django_db
+def test_a_registration_token_is_no_mcp_token(client):
+    body = {"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}
+    response = client.post("/o/register/", json.dumps(body), content_type="application/json")
+    assert principal_from_token(_json(response)["registration_access_token"]) is None
