@@ -24,7 +24,8 @@ from endpoints import selectors, services
 from endpoints.models import Endpoint, EndpointAccess
 from endpoints.selectors import CatalogRow
 from gateway_project.api_errors import error_response, request_body_object
-from oauth.permissions import IsAdminOrReadOnly, api_membership
+from oauth.models import AccessDuration
+from oauth.permissions import IsAdminOrReadOnly, IsOrganizationMember, api_membership
 
 NOT_FOUND = "MCP endpoint not found"
 
@@ -37,6 +38,7 @@ class EndpointOutSerializer(serializers.ModelSerializer[Endpoint]):
     connectionIds = serializers.SerializerMethodField()
     memberIds = serializers.SerializerMethodField()
     prefixToolNames = serializers.BooleanField(source="prefix_names")
+    maxAccessDuration = serializers.IntegerField(source="max_access_seconds")
     createdAt = serializers.DateTimeField(source="created_at")
     updatedAt = serializers.DateTimeField(source="updated_at")
 
@@ -53,6 +55,7 @@ class EndpointOutSerializer(serializers.ModelSerializer[Endpoint]):
             "access",
             "memberIds",
             "prefixToolNames",
+            "maxAccessDuration",
             "createdAt",
             "updatedAt",
         ]
@@ -87,6 +90,11 @@ class EndpointInSerializer(serializers.Serializer[Any]):
     access = serializers.ChoiceField(choices=EndpointAccess.choices, required=False)
     memberIds = serializers.ListField(child=serializers.IntegerField(), required=False)
     prefixToolNames = serializers.BooleanField(required=False)
+    maxAccessDuration = serializers.ChoiceField(
+        choices=AccessDuration.choices,
+        required=False,
+        help_text="The longest access (seconds) a user may grant an AI client on this endpoint.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = (
@@ -107,6 +115,7 @@ _FIELD_TO_ARG = {
     "access": "access",
     "memberIds": "member_ids",
     "prefixToolNames": "prefix_names",
+    "maxAccessDuration": "max_access_seconds",
 }
 
 
@@ -446,3 +455,59 @@ class EndpointResourcesApi(_EndpointCatalogApi):
     @_resources_patch
     def patch(self, request: Request, endpoint_id: str) -> Response:
         return super().patch(request, endpoint_id)
+
+
+# --- authorized sessions -------------------------------------------------------------
+
+
+class SessionSerializer(serializers.Serializer[Any]):
+    """An authorized session: an OAuth client a user let in, or a personal API token."""
+
+    id = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=["oauth", "api_token"])
+    clientName = serializers.CharField(source="client_name")
+    userId = serializers.IntegerField(source="user_id")
+    username = serializers.CharField()
+    grantedAt = serializers.DateTimeField(source="granted_at")
+    expiresAt = serializers.DateTimeField(source="expires_at", allow_null=True)
+    lastUsedAt = serializers.DateTimeField(source="last_used_at", allow_null=True)
+    calls = serializers.IntegerField()
+
+
+class _EndpointSessionsBase(_OneEndpointApi):
+    # Members see and revoke their own sessions; admins everyone's.
+    permission_classes = [IsOrganizationMember]
+
+
+class EndpointSessionsApi(_EndpointSessionsBase):
+    @extend_schema(
+        operation_id="mcp_endpoints_sessions_list",
+        responses={
+            200: inline_serializer("SessionList", {"sessions": SessionSerializer(many=True)}),
+            404: ErrorSerializer,
+        },
+    )
+    def get(self, request: Request, endpoint_id: str) -> Response:
+        endpoint = self._endpoint(request, endpoint_id)
+        membership = api_membership(request)
+        if endpoint is None or membership is None:
+            return error_response(404, NOT_FOUND)
+        rows = selectors.endpoint_sessions(endpoint=endpoint, membership=membership)
+        return Response({"sessions": SessionSerializer(rows, many=True).data})
+
+
+class EndpointSessionDetailApi(_EndpointSessionsBase):
+    @extend_schema(
+        operation_id="mcp_endpoints_sessions_destroy",
+        responses={204: OpenApiResponse(description="Revoked"), 404: ErrorSerializer},
+    )
+    def delete(self, request: Request, endpoint_id: str, session_id: str) -> Response:
+        endpoint = self._endpoint(request, endpoint_id)
+        membership = api_membership(request)
+        if endpoint is None or membership is None:
+            return error_response(404, NOT_FOUND)
+        if not services.endpoint_session_revoke(
+            endpoint=endpoint, membership=membership, session_id=session_id
+        ):
+            return error_response(404, "Session not found")
+        return Response(status=204)

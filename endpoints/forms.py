@@ -11,7 +11,7 @@ from connections.models import Connection
 from endpoints import services
 from endpoints.models import Endpoint, EndpointAccess
 from endpoints.selectors import CatalogRow
-from oauth.models import Membership
+from oauth.models import AccessDuration, Membership
 
 # Service errors are keyed by API field names; the form's fields use these.
 API_FIELD_TO_FORM = {
@@ -22,6 +22,7 @@ API_FIELD_TO_FORM = {
     "access": "access",
     "memberIds": "members",
     "prefixToolNames": "prefix_names",
+    "maxAccessDuration": "max_access_seconds",
 }
 
 
@@ -53,6 +54,15 @@ class EndpointForm(forms.Form):
             "servers have the same name: those keep their prefix."
         ),
     )
+    max_access_seconds = forms.TypedChoiceField(
+        label="Longest access a user may grant an AI client",
+        choices=AccessDuration.choices,
+        coerce=int,
+        required=False,
+        empty_value=AccessDuration.QUARTER,
+        initial=AccessDuration.QUARTER,
+        help_text="Users choose how long on the consent page, up to this.",
+    )
     access = forms.ChoiceField(
         label="Who may use it",
         choices=EndpointAccess.choices,
@@ -82,6 +92,7 @@ class EndpointForm(forms.Form):
                 "description": endpoint.description,
                 "connections": [str(link.connection_id) for link in endpoint.links.all()],
                 "prefix_names": endpoint.prefix_names,
+                "max_access_seconds": endpoint.max_access_seconds,
                 "access": endpoint.access,
                 "members": [str(m.user_id) for m in endpoint.members.all()],
             }
@@ -111,6 +122,7 @@ class EndpointForm(forms.Form):
             "description": data.get("description") or "",
             "connection_ids": data.get("connections") or [],
             "prefix_names": bool(data.get("prefix_names")),
+            "max_access_seconds": data.get("max_access_seconds") or AccessDuration.QUARTER,
             "access": data["access"],
             "member_ids": [int(user_id) for user_id in data.get("members") or []],
         }

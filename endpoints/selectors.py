@@ -667,3 +667,79 @@ def endpoint_for_resource(*, resource: str) -> Endpoint | None:
     if endpoint is None or resource not in (endpoint.url, endpoint.domain_url):
         return None
     return endpoint
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """An authorized session on an endpoint: an OAuth client, or an API token that may use it."""
+
+    id: uuid.UUID
+    kind: Literal["oauth", "api_token"]
+    client_name: str
+    user_id: int
+    username: str
+    granted_at: Any
+    expires_at: Any
+    last_used_at: Any
+    calls: int
+
+
+def endpoint_sessions(*, endpoint: Endpoint, membership: Membership) -> list[SessionRow]:
+    """Who can call the endpoint right now: live OAuth authorizations, then API tokens.
+
+    Admins see everyone's; others only their own. API tokens act in the whole
+    organisation, so they are listed for users who may use this endpoint.
+    """
+    from django.utils import timezone
+
+    from oauth.models import ApiToken, OAuthAuthorization
+
+    own_only = not membership.is_admin
+    authorizations = OAuthAuthorization.objects.filter(
+        endpoint=endpoint, revoked_at__isnull=True, expires_at__gt=timezone.now()
+    ).select_related("user")
+    tokens = ApiToken.objects.filter(
+        organization_id=endpoint.organization_id, revoked_at__isnull=True, user__is_active=True
+    ).select_related("user")
+    if own_only:
+        authorizations = authorizations.filter(user_id=membership.user_id)
+        tokens = tokens.filter(user_id=membership.user_id)
+    allowed = set(endpoint_user_ids_allowed(endpoint=endpoint))
+    rows = [
+        SessionRow(
+            id=a.pk,
+            kind="oauth",
+            client_name=a.client_name or "OAuth client",
+            user_id=a.user_id,
+            username=a.user.get_username(),
+            granted_at=a.granted_at,
+            expires_at=a.expires_at,
+            last_used_at=a.last_used_at,
+            calls=a.call_count,
+        )
+        for a in authorizations.order_by("-granted_at")
+    ]
+    rows += [
+        SessionRow(
+            id=t.pk,
+            kind="api_token",
+            client_name=t.name,
+            user_id=t.user_id,
+            username=t.user.get_username(),
+            granted_at=t.created_at,
+            expires_at=None,
+            last_used_at=t.last_used_at,
+            calls=t.call_count,
+        )
+        for t in tokens.order_by("-created_at")
+        if t.user_id in allowed
+    ]
+    return rows
+
+
+def endpoint_user_ids_allowed(*, endpoint: Endpoint) -> list[int]:
+    """The ids of the users who may use the endpoint now (see ``endpoint_member_may_use``)."""
+    memberships = Membership.objects.filter(organization_id=endpoint.organization_id)
+    return [
+        m.user_id for m in memberships if endpoint_member_may_use(endpoint=endpoint, membership=m)
+    ]

@@ -25,8 +25,8 @@ from endpoints.models import (
     EndpointConnection,
     EndpointToggle,
 )
-from endpoints.selectors import CatalogRow, endpoint_catalog_rows
-from oauth.models import Membership, Organization
+from endpoints.selectors import CatalogRow, endpoint_catalog_rows, endpoint_sessions
+from oauth.models import AccessDuration, ApiToken, Membership, OAuthAuthorization, Organization
 
 
 class _Unset:
@@ -241,6 +241,7 @@ def endpoint_create(
     access: Any = EndpointAccess.ORGANIZATION,
     member_ids: Any = (),
     prefix_names: Any = True,
+    max_access_seconds: Any = AccessDuration.QUARTER,
 ) -> Endpoint:
     """Create an endpoint, or raise ``ValidationError`` with per-field messages (API names).
 
@@ -255,6 +256,7 @@ def endpoint_create(
     clean_access = _clean_access(access, errors)
     members = _clean_members(organization, member_ids, errors)
     clean_prefix = _clean_prefix(prefix_names, errors)
+    clean_max_access = _clean_max_access(max_access_seconds, errors)
     _check_free(
         organization=organization,
         name=clean_name,
@@ -271,6 +273,7 @@ def endpoint_create(
         slug=clean_slug or _slug_from_name(clean_name),
         access=clean_access,
         prefix_names=clean_prefix,
+        max_access_seconds=clean_max_access,
     )
     _save(endpoint)
     _set_connections(endpoint, connections)
@@ -289,6 +292,7 @@ def endpoint_update(
     access: Any = UNSET,
     member_ids: Any = UNSET,
     prefix_names: Any = UNSET,
+    max_access_seconds: Any = UNSET,
 ) -> Endpoint:
     """Change the given fields of an endpoint; arguments left ``UNSET`` keep their value.
 
@@ -313,6 +317,11 @@ def endpoint_update(
     new_prefix = (
         endpoint.prefix_names if prefix_names is UNSET else _clean_prefix(prefix_names, errors)
     )
+    new_max_access = (
+        endpoint.max_access_seconds
+        if max_access_seconds is UNSET
+        else _clean_max_access(max_access_seconds, errors)
+    )
     _check_free(
         organization=organization, name=new_name, slug=new_slug, exclude=endpoint, errors=errors
     )
@@ -335,6 +344,7 @@ def endpoint_update(
     endpoint.slug = new_slug
     endpoint.access = new_access
     endpoint.prefix_names = new_prefix
+    endpoint.max_access_seconds = new_max_access
     _save(endpoint)
     if connections is not None and _set_connections(endpoint, connections):
         kinds.update(("tools", "resources", "prompts"))
@@ -653,3 +663,37 @@ def endpoint_entry_edit(
     """Set an entry's alias and description override (blank restores the upstream's)."""
     changes = _changes_for_entries(endpoint, [entry_id], alias=alias, description=description)
     return endpoint_catalog_update(endpoint=endpoint, changes=changes)
+
+
+def _clean_max_access(value: Any, errors: Errors) -> int:
+    """A choice of ``AccessDuration`` (seconds); existing grants keep their expiry."""
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        seconds = -1
+    if seconds not in AccessDuration.values:
+        choices = ", ".join(f"{v} ({label})" for v, label in AccessDuration.choices)
+        errors["maxAccessDuration"] = [f"Choose one of: {choices}."]
+        return AccessDuration.QUARTER
+    return seconds
+
+
+def endpoint_session_revoke(*, endpoint: Endpoint, membership: Membership, session_id: Any) -> bool:
+    """Revoke one of the endpoint's sessions (the page's button and the API's DELETE).
+
+    An OAuth authorization ends with all its tokens, an API token is revoked
+    (it acted in the whole organisation); either way the client's open MCP
+    streams close on every instance. Admins may revoke anyone's, others only
+    their own. False when no such session is visible to ``membership``.
+    """
+    from oauth.services import api_token_revoke, oauth_authorization_revoke
+
+    for row in endpoint_sessions(endpoint=endpoint, membership=membership):
+        if str(row.id) != str(session_id):
+            continue
+        if row.kind == "oauth":
+            oauth_authorization_revoke(authorization=OAuthAuthorization.objects.get(pk=row.id))
+        else:
+            api_token_revoke(token=ApiToken.objects.get(pk=row.id))
+        return True
+    return False

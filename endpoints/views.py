@@ -344,3 +344,33 @@ def endpoint_entry_review_view(
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
     return redirect("endpoint-entry", endpoint_id=endpoint.pk, entry_id=row.entry_id)
+
+
+# --- authorized sessions -------------------------------------------------------------
+
+
+@membership_required()
+def endpoint_sessions_view(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+    """Who can call the endpoint: OAuth clients and API tokens (admins: all; others: own)."""
+    endpoint = _endpoint_or_404(request, endpoint_id)
+    rows = selectors.endpoint_sessions(
+        endpoint=endpoint,
+        membership=request.membership,  # type: ignore[attr-defined]
+    )
+    return render(request, "endpoints/sessions.html", {"endpoint": endpoint, "sessions": rows})
+
+
+@membership_required()
+@require_POST
+def endpoint_session_revoke_view(
+    request: HttpRequest, endpoint_id: str, session_id: str
+) -> HttpResponse:
+    endpoint = _endpoint_or_404(request, endpoint_id)
+    if not services.endpoint_session_revoke(
+        endpoint=endpoint,
+        membership=request.membership,  # type: ignore[attr-defined]
+        session_id=session_id,
+    ):
+        raise Http404("Session not found")
+    messages.success(request, "Revoked: the client is disconnected and must be authorized again.")
+    return redirect("endpoint-sessions", endpoint_id=endpoint.pk)

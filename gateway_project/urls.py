@@ -58,6 +58,16 @@ api_urlpatterns = [
         endpoints_api.EndpointResourcesApi.as_view(),
         name="api-endpoint-resources",
     ),
+    path(
+        "api/mcp-endpoints/<str:endpoint_id>/sessions",
+        endpoints_api.EndpointSessionsApi.as_view(),
+        name="api-endpoint-sessions",
+    ),
+    path(
+        "api/mcp-endpoints/<str:endpoint_id>/sessions/<str:session_id>",
+        endpoints_api.EndpointSessionDetailApi.as_view(),
+        name="api-endpoint-session",
+    ),
     re_path(r"^api/", api_not_found),
 ]
 
@@ -132,6 +142,16 @@ ui_urlpatterns = [
         "endpoints/<str:endpoint_id>/entries/<str:entry_id>/review",
         endpoints_views.endpoint_entry_review_view,
         name="endpoint-entry-review",
+    ),
+    path(
+        "endpoints/<str:endpoint_id>/sessions",
+        endpoints_views.endpoint_sessions_view,
+        name="endpoint-sessions",
+    ),
+    path(
+        "endpoints/<str:endpoint_id>/sessions/<str:session_id>/revoke",
+        endpoints_views.endpoint_session_revoke_view,
+        name="endpoint-session-revoke",
     ),
     path("django-admin/", admin.site.urls),
 ]

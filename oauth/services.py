@@ -103,10 +103,13 @@ def api_token_authenticate(*, raw: str) -> ApiToken | None:
 
 @transaction.atomic
 def api_token_revoke(*, token: ApiToken) -> ApiToken:
-    """Revoke a token; it stops working at once."""
+    """Revoke a token; it stops working at once, and MCP streams opened with it close."""
+    from endpoints.events import principal_revoked_on_commit
+
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+    principal_revoked_on_commit(principal_key=f"api_token:{token.pk}")
     return token
 
 

@@ -21,8 +21,8 @@ from django.test import Client
 from django.utils import timezone
 
 from endpoints.models import EndpointAccess
-from endpoints.services import endpoint_entries_set_enabled, endpoint_update
 from endpoints.provider import principal_from_token
+from endpoints.services import endpoint_entries_set_enabled, endpoint_update
 from oauth.models import AccessDuration, OAuthApplication, OAuthAuthorization, Role
 from oauth.services import oauth_authorization_revoke, oauth_clients_unused_delete
 from tests.conftest import make_person
@@ -348,7 +348,9 @@ def test_deny_returns_access_denied_to_the_client(client, admin, endpoint):
     client_id = register(client)
     client.force_login(admin.user)
     result = code_from(
-        consent(client, authorize_params(client_id, pkce(), endpoint.url), duration=3600, allow=False)
+        consent(
+            client, authorize_params(client_id, pkce(), endpoint.url), duration=3600, allow=False
+        )
     )
     assert result["error"] == "access_denied"
     assert OAuthAuthorization.objects.count() == 0
@@ -480,9 +482,7 @@ def test_a_wrong_code_verifier_is_refused(client, admin, endpoint):
 
 
 @pytest.mark.django_db
-def test_a_token_request_for_another_endpoint_is_refused(
-    client, admin, endpoint, other_endpoint
-):
+def test_a_token_request_for_another_endpoint_is_refused(client, admin, endpoint, other_endpoint):
     client_id = register(client)
     browser = Client()
     browser.force_login(admin.user)
