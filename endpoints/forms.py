@@ -59,7 +59,6 @@ class EndpointForm(forms.Form):
         choices=AccessDuration.choices,
         coerce=int,
         required=False,
-        empty_value=AccessDuration.QUARTER,
         initial=AccessDuration.QUARTER,
         help_text="Users choose how long on the consent page, up to this.",
     )

@@ -354,7 +354,7 @@ def test_protected_resource_metadata_matches_the_live_challenge(live_gateway, se
     gateway = live_gateway()
     url = gateway.endpoint_url(served.slug)
     challenge = httpx.post(url, json={}).headers["www-authenticate"]
-    metadata_url = re.search(r'resource_metadata="([^"]+)"', challenge).group(1)  # type: ignore[union-attr]
+    metadata_url = re.search(r'resource_metadata="([^"]+)"', challenge).group(1)
     metadata = httpx.get(metadata_url).json()
     assert metadata["resource"] == url
     issuer = metadata["authorization_servers"][0]
