@@ -3,8 +3,9 @@
 ``.ci/conformance`` runs it as
 ``manage.py shell -c "from tests.conformance.setup import main; main()"`` with
 ``CONFORMANCE_UPSTREAM_URL`` (the fixture upstream's MCP URL) and
-``CONFORMANCE_TOKEN_FILE`` (where to write the API token, mode 0600) in the
-environment, and reads one JSON line from stdout: ``{"slug": ..., "tools": n, ...}``.
+``CONFORMANCE_TOKEN_FILE`` (where to write the API token, mode 0600) and
+optionally ``CONFORMANCE_PASSWORD`` (the user's password, for the consent page of
+the authorization scenarios) in the environment, and reads one JSON line from stdout: ``{"slug": ..., "tools": n, ...}``.
 
 It goes through the same services as the UI and the API: an organisation with a user
 as admin, a connection to the fixture upstream, a health check (which stores the
@@ -44,7 +45,11 @@ def provision(*, upstream_url: str) -> tuple[dict[str, object], str]:
     teardown()
     User = get_user_model()
     user = User.objects.create(username=USERNAME)
-    user.set_unusable_password()
+    password = os.environ.get("CONFORMANCE_PASSWORD")
+    if password:  # the authorization scenarios sign in at the consent page
+        user.set_password(password)
+    else:
+        user.set_unusable_password()
     user.save(update_fields=["password"])
     organization = organization_create(name="Conformance CI", slug=ORGANIZATION_SLUG)
     membership_set(organization=organization, user=user, role=Role.ADMIN)
