@@ -5,7 +5,8 @@
 ``CONFORMANCE_UPSTREAM_URL`` (the fixture upstream's MCP URL) and
 ``CONFORMANCE_TOKEN_FILE`` (where to write the API token, mode 0600) and
 optionally ``CONFORMANCE_PASSWORD`` (the user's password, for the consent page of
-the authorization scenarios) in the environment, and reads one JSON line from stdout: ``{"slug": ..., "tools": n, ...}``.
+the authorization scenarios) in the environment, and reads one JSON line from
+stdout: ``{"slug": ..., "tools": n, ...}``.
 
 It goes through the same services as the UI and the API: an organisation with a user
 as admin, a connection to the fixture upstream, a health check (which stores the
