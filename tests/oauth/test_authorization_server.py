@@ -551,3 +551,48 @@ def test_a_registration_token_is_no_mcp_token(client):
     body = {"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}
     response = client.post("/o/register/", json.dumps(body), content_type="application/json")
     assert principal_from_token(_json(response)["registration_access_token"]) is None
+
+
+# --- client ID metadata documents -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_metadata_document_on_a_private_address_is_never_fetched(
+    client, admin, endpoint, monkeypatch
+):
+    import socket
+
+    attempts: list[object] = []
+
+    def no_connect(*args, **kwargs):
+        attempts.append(args)  # recorded: the fetcher may swallow the error raised here
+        raise AssertionError("the CIMD fetcher connected to a private address")
+
+    monkeypatch.setattr(socket, "create_connection", no_connect)
+    monkeypatch.setattr(socket.socket, "connect", no_connect)
+    client.force_login(admin.user)
+    params = authorize_params("https://127.0.0.1/client.json", pkce(), endpoint.url)
+    response = client.get("/o/authorize/", params)
+    assert response.status_code in (400, 401)
+    assert "cannot be used" in response.content.decode()
+    assert attempts == []
+    assert not OAuthApplication.objects.filter(client_id__startswith="https://").exists()
+
+
+@pytest.mark.django_db
+def test_an_http_metadata_document_url_is_refused(client, admin, endpoint):
+    client.force_login(admin.user)
+    params = authorize_params("http://clients.example.com/app.json", pkce(), endpoint.url)
+    response = client.get("/o/authorize/", params)
+    assert response.status_code in (400, 401)
+    assert not OAuthApplication.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_housekeeping_task_deletes_stale_registrations(client):
+    from oauth.tasks import oauth_housekeeping
+
+    register(client)
+    OAuthApplication.objects.update(created=timezone.now() - timedelta(days=30))
+    assert oauth_housekeeping() == 1
+    assert not OAuthApplication.objects.exists()
