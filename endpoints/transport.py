@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import secrets
 import time
@@ -49,6 +48,7 @@ from mcp.shared.inbound import (
     x_mcp_header_map,
 )
 
+from connections import wirejson
 from connections.pool import pool_factory_set
 from connections.upstream import UpstreamTarget
 from endpoints import provider
@@ -81,7 +81,7 @@ _SSE_HEADERS: Final = [
 
 
 def _dumps(message: Any) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    return wirejson.dumps(message)
 
 
 # --- per-process state --------------------------------------------------------------
@@ -435,10 +435,20 @@ def _origin_allowed(request: Request) -> bool:
     return origin in (f"https://{host}", f"http://{host}")
 
 
+_HOSTS_CHECKED: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+
 def _host_allowed(request: Request) -> bool:
     host = request.headers.get("host", "")
-    domain, _port = split_domain_port(host)
-    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+    allowed = tuple(settings.ALLOWED_HOSTS)
+    verdict = _HOSTS_CHECKED.get((host, allowed))
+    if verdict is None:
+        domain, _port = split_domain_port(host)
+        verdict = bool(domain) and validate_host(domain, allowed)
+        if len(_HOSTS_CHECKED) > 1000:
+            _HOSTS_CHECKED.clear()
+        _HOSTS_CHECKED[(host, allowed)] = verdict
+    return verdict
 
 
 def resource_url(slug: str) -> str:
@@ -620,7 +630,7 @@ async def _post(
     if body is None:
         raise _Refusal(413, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "Request body too large"))
     try:
-        message = json.loads(body)
+        message = wirejson.loads(body)
     except ValueError:
         raise _Refusal(
             400, jsonrpc.error(None, jsonrpc.PARSE_ERROR, "Parse error: the body is not JSON")
@@ -1045,7 +1055,7 @@ async def _legacy_message(
     if body is None:
         raise _Refusal(413, {"error": "Request body too large."})
     try:
-        message = json.loads(body)
+        message = wirejson.loads(body)
     except ValueError:
         raise _Refusal(400, {"error": "The body is not JSON."}) from None
     kind = jsonrpc.classify(message)
