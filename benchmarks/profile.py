@@ -87,7 +87,11 @@ def summarise(collapsed: Path, top: int) -> list[str]:
         areas[named[0] if named else (LOOP if LOOP in found else "other")] += count
     if not total:
         return ["no samples"]
-    lines = [f"{total} samples", "", "share of samples by area (innermost frame of a library or of our code):"]
+    lines = [
+        f"{total} samples",
+        "",
+        "share of samples by area (innermost frame of a library or of our code):",
+    ]
     lines += [f"  {100 * n / total:5.1f} %  {name}" for name, n in areas.most_common()]
     lines += ["", f"top {top} by own time:"]
     lines += [f"  {100 * n / total:5.1f} %  {frame}" for frame, n in own.most_common(top)]
@@ -111,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     args = parser.parse_args(argv)
 
-    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
-        "py-spy"
-    )
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if py_spy is None:
         print("py-spy is not installed: pip install -e '.[dev]'", file=sys.stderr)
         return 2
@@ -148,16 +150,24 @@ def main(argv: list[str] | None = None) -> int:
         children.append(loadgen)
         time.sleep(2.5)
         collapsed = args.collapsed or work / "profile.txt"
+        record = [py_spy, "record", "--pid", str(gateway.pids[0]), "--nonblocking"]
+        record += ["--rate", str(args.rate)]
         subprocess.run(  # noqa: S603 (py-spy from the virtualenv)
-            [py_spy, "record", "--pid", str(gateway.pids[0]), "--duration", str(int(args.duration))]
-            + ["--rate", str(args.rate), "--format", "raw", "--output", str(collapsed), "--nonblocking"],
+            [
+                *record,
+                "--duration",
+                str(int(args.duration)),
+                "--format",
+                "raw",
+                "-o",
+                str(collapsed),
+            ],
             check=True,
             capture_output=True,
         )
         if args.svg:
-            from_raw = [py_spy, "record", "--pid", str(gateway.pids[0]), "--duration", "5"]
             subprocess.run(  # noqa: S603
-                [*from_raw, "--rate", str(args.rate), "--output", str(args.svg), "--nonblocking"],
+                [*record, "--duration", "5", "--output", str(args.svg)],
                 check=True,
                 capture_output=True,
             )

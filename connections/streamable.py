@@ -135,6 +135,7 @@ class StreamableChannel:
         self._background: set[asyncio.Task[Any]] = set()
         self._ssl: ssl.SSLContext | None = httpx2.create_ssl_context() if self._tls else None
         self._closed = False
+        self.connections_opened = 0
         self._version_header: str | None = None
 
     # --- the request -----------------------------------------------------------------
@@ -225,6 +226,7 @@ class StreamableChannel:
             raise UpstreamError("refused", str(error)) from None
         except OSError as error:
             raise NotSent(str(error) or type(error).__name__) from error
+        self.connections_opened += 1
         return _Connection(reader, writer)
 
     async def _read_head(self, connection: _Connection) -> _Response:
@@ -268,14 +270,14 @@ class StreamableChannel:
         body = await _read_body(connection.reader, response.headers)
         if response.status == 200 and content_type.startswith("application/json"):
             return _parse(body), keep
+        if response.status == 404 and self._session_id:
+            raise SessionLost("the upstream no longer knows the session")
         if response.status >= 400 and content_type.startswith("application/json"):
             # A JSON-RPC error at a non-2xx status (2026-07-28 pins -32020 to 400).
             with contextlib.suppress(UpstreamError):
                 parsed = _parse(body)
                 if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
                     return parsed, keep
-        if response.status == 404 and self._session_id:
-            raise SessionLost("the upstream no longer knows the session")
         if response.status == 401:
             raise UpstreamError(
                 "unauthorized",
