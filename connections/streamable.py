@@ -133,7 +133,7 @@ class StreamableChannel:
         self._on_list_changed = on_list_changed
         self._idle: list[_Connection] = []
         self._background: set[asyncio.Task[Any]] = set()
-        self._ssl: ssl.SSLContext | None = httpx2.create_ssl_context() if self._tls else None
+        self._ssl: ssl.SSLContext | None = _tls_context() if self._tls else None
         self._closed = False
         self.connections_opened = 0
         self._version_header: str | None = None
@@ -387,6 +387,16 @@ class StreamableChannel:
         self._idle.clear()
         for task in list(self._background):
             task.cancel()
+
+
+_TLS: list[ssl.SSLContext] = []
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The TLS settings of the SDK path's client (httpx2's, environment ignored), made once."""
+    if not _TLS:
+        _TLS.append(httpx2.create_ssl_context(trust_env=False))
+    return _TLS[0]
 
 
 # --- HTTP/1.1 bodies and SSE ----------------------------------------------------------------
