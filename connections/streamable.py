@@ -236,6 +236,10 @@ class StreamableChannel:
             if not error.partial:
                 raise _Closed("the upstream closed the connection") from None
             raise ConnectionResetError("the upstream closed the connection mid-answer") from None
+        except (ConnectionResetError, BrokenPipeError):
+            # Reset before a byte of the answer: a kept-alive connection the upstream
+            # had already dropped.
+            raise _Closed("the upstream reset the connection") from None
         except asyncio.LimitOverrunError:
             raise UpstreamError("protocol", "The upstream sent oversized HTTP headers.") from None
         lines = head.decode("latin-1").split("\r\n")

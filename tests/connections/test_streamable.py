@@ -168,9 +168,12 @@ def test_progress_reaches_the_callback_before_the_result(start_upstream):
     assert result["structuredContent"] == {"counted": 3}
 
 
-def test_a_restarted_upstream_gets_one_new_session_and_the_call_goes_through():
+@pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
+def test_a_restarted_upstream_is_reached_again_on_a_new_connection(era):
     port = free_port()
-    args = ["tests.upstreams.paged_server", str(port), "--handshake-only"]
+    args = ["tests.upstreams.paged_server", str(port)]
+    if era != "2026-07-28":
+        args.append("--handshake-only")
     process = _start(args, port)
     try:
 
@@ -179,10 +182,9 @@ def test_a_restarted_upstream_gets_one_new_session_and_the_call_goes_through():
             pool = UpstreamPool()
             t = target(f"http://127.0.0.1:{port}/mcp")
             first = await pool.call_tool(connection_id="c", target=t, name="tool_01", arguments={})
+            # The kept-alive connection dies with the process.
             await asyncio.to_thread(_stop, process)
             process = await asyncio.to_thread(_start, args, port)
-            # The kept-alive connection is gone and the new process does not know our
-            # session id (404): the pool opens one new session and sends the call again.
             second = await pool.call_tool(connection_id="c", target=t, name="tool_01", arguments={})
             stats = pool.stats()
             await pool.aclose()
@@ -192,7 +194,13 @@ def test_a_restarted_upstream_gets_one_new_session_and_the_call_goes_through():
     finally:
         _stop(process)
     assert text_of(first) == text_of(second) == "tool_01 ok"
-    assert stats["opened"] == 2
+    # Handshake era: the new process does not know our session id (404), so the pool
+    # opens exactly one new session and sends the call again. In 2026-07-28 there is
+    # no session id; the SDK's listen stream may end the old session with the process.
+    if era == "2025-11-25":
+        assert stats["opened"] == 2
+    else:
+        assert stats["opened"] in (1, 2)
 
 
 @pytest.fixture
