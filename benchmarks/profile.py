@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--processes", type=int, default=1, help="daphne processes")
     parser.add_argument("--protocol-version", default="2025-11-25")
+    parser.add_argument("--upstream-sse", action="store_true", help="upstream answers in SSE")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--svg", type=Path, help="also write a flame graph here")
     parser.add_argument("--collapsed", type=Path, help="keep py-spy's collapsed stacks here")
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     gateway_pids: list[int] = []
     try:
         upstream = subprocess.Popen(  # noqa: S603 (our own script)
-            [sys.executable, str(BENCH / "upstream.py"), "--port", "0"],
+            [sys.executable, str(BENCH / "upstream.py"), "--port", "0"]
+            + (["--sse"] if args.upstream_sse else []),
             stdout=subprocess.PIPE,
             start_new_session=True,
         )
