@@ -10,8 +10,10 @@ check runs on every new connection, so redirects are covered too.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -100,30 +102,35 @@ class GuardedNetworkBackend(AutoBackend):
         )
 
     async def _checked_address(self, host: str, port: int, timeout: float | None) -> str:
-        try:
-            literal = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            literal = None
-        if literal is not None:
-            if address_is_forbidden(literal):
-                raise _refusal(host, literal)
-            return str(literal)
-        try:
-            with anyio.fail_after(timeout):
-                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except TimeoutError:
-            raise httpcore2.ConnectTimeout(f"resolving {host} timed out") from None
-        except OSError as error:
-            raise httpcore2.ConnectError(f"cannot resolve {host}: {error}") from None
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-        if not addresses:
-            raise httpcore2.ConnectError(f"cannot resolve {host}")
-        # Every answer must be public: otherwise a name with one public and one
-        # private record could be steered to the private one.
-        for address in addresses:
-            if address_is_forbidden(address):
-                raise _refusal(host, address)
-        return str(addresses[0])
+        return await checked_address(host, port, timeout)
+
+
+async def checked_address(host: str, port: int, timeout: float | None) -> str:
+    """The address to connect to for ``host``: resolved here, every answer public."""
+    try:
+        literal = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        literal = None
+    if literal is not None:
+        if address_is_forbidden(literal):
+            raise _refusal(host, literal)
+        return str(literal)
+    try:
+        with anyio.fail_after(timeout):
+            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise httpcore2.ConnectTimeout(f"resolving {host} timed out") from None
+    except OSError as error:
+        raise httpcore2.ConnectError(f"cannot resolve {host}: {error}") from None
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if not addresses:
+        raise httpcore2.ConnectError(f"cannot resolve {host}")
+    # Every answer must be public: otherwise a name with one public and one
+    # private record could be steered to the private one.
+    for address in addresses:
+        if address_is_forbidden(address):
+            raise _refusal(host, address)
+    return str(addresses[0])
 
 
 class GuardedTransport(httpx2.AsyncHTTPTransport):
@@ -160,3 +167,41 @@ def outbound_http_client(
         follow_redirects=False,
         event_hooks={key: list(value) for key, value in (event_hooks or {}).items()},
     )
+
+
+# The connect step of ``open_guarded_connection`` (tests replace it to see the address).
+_open_connection = asyncio.open_connection
+
+
+async def open_guarded_connection(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    timeout: float,
+    limit: int = 2**16,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP (or TLS) connection to an upstream for the lean request path, guarded
+    like every other: the host is resolved and checked here and the checked address
+    is the one connected to. Raises ``UpstreamAddressRefused`` for a forbidden
+    address and ``OSError`` (``TimeoutError`` included) when connecting fails."""
+    address = host
+    if not private_upstreams_allowed():
+        try:
+            address = await checked_address(host, port, timeout)
+        except httpcore2.ConnectTimeout as error:
+            raise TimeoutError(str(error)) from None
+        except httpcore2.ConnectError as error:
+            raise ConnectionError(str(error)) from None
+    async with asyncio.timeout(timeout):
+        reader, writer = await _open_connection(
+            address.strip("[]"),
+            port,
+            ssl=ssl_context,
+            server_hostname=host if ssl_context is not None else None,
+            limit=limit,
+        )
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return reader, writer

@@ -42,7 +42,14 @@ from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, T
 from mcp_types import CONNECTION_CLOSED, HEADER_MISMATCH, REQUEST_TIMEOUT
 from pydantic import TypeAdapter
 
+from connections.streamable import (
+    NotSent,
+    SessionLost,
+    StreamableChannel,
+    UpstreamJsonRpcError,
+)
 from connections.upstream import (
+    SessionWire,
     UpstreamError,
     UpstreamTarget,
     describe_failure,
@@ -74,6 +81,8 @@ class _Session:
     target: UpstreamTarget
     semaphore: asyncio.Semaphore
     client: Client | None = None
+    # Streamable HTTP: the lean request path on the open session (None: the SDK's).
+    channel: StreamableChannel | None = None
     task: asyncio.Task[None] | None = None
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     opening: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -116,18 +125,30 @@ class UpstreamPool:
         progress: ProgressFnT | None = None,
     ) -> dict[str, Any]:
         """``tools/call`` upstream; the result JSON as the upstream sent it."""
-        params = types.CallToolRequestParams(
-            name=name, arguments=arguments, _meta=cast(types.RequestParamsMeta | None, meta)
-        )
+        params: dict[str, Any] = {"name": name}
+        if arguments is not None:
+            params["arguments"] = arguments
+        if meta:
+            params["_meta"] = meta
+
+        def build() -> Any:
+            return types.CallToolRequest(
+                params=types.CallToolRequestParams(
+                    name=name, arguments=arguments, _meta=cast(types.RequestParamsMeta | None, meta)
+                )
+            )
+
         return await self._request(
-            connection_id, target, types.CallToolRequest(params=params), progress=progress
+            connection_id, target, "tools/call", params, build, progress=progress
         )
 
     async def read_resource(
         self, *, connection_id: str, target: UpstreamTarget, uri: str
     ) -> dict[str, Any]:
-        request = types.ReadResourceRequest(params=types.ReadResourceRequestParams(uri=uri))
-        return await self._request(connection_id, target, request)
+        def build() -> Any:
+            return types.ReadResourceRequest(params=types.ReadResourceRequestParams(uri=uri))
+
+        return await self._request(connection_id, target, "resources/read", {"uri": uri}, build)
 
     async def get_prompt(
         self,
@@ -137,19 +158,31 @@ class UpstreamPool:
         name: str,
         arguments: dict[str, str] | None,
     ) -> dict[str, Any]:
-        request = types.GetPromptRequest(
-            params=types.GetPromptRequestParams(name=name, arguments=arguments)
-        )
-        return await self._request(connection_id, target, request)
+        params: dict[str, Any] = {"name": name}
+        if arguments is not None:
+            params["arguments"] = arguments
+
+        def build() -> Any:
+            return types.GetPromptRequest(
+                params=types.GetPromptRequestParams(name=name, arguments=arguments)
+            )
+
+        return await self._request(connection_id, target, "prompts/get", params, build)
 
     async def complete(
         self, *, connection_id: str, target: UpstreamTarget, params: dict[str, Any]
     ) -> dict[str, Any]:
-        request = types.CompleteRequest(params=types.CompleteRequestParams.model_validate(params))
-        return await self._request(connection_id, target, request)
+        # Validated on either path: a malformed completion never reaches the upstream.
+        typed = types.CompleteRequestParams.model_validate(params)
+        wire = typed.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+        def build() -> Any:
+            return types.CompleteRequest(params=typed)
+
+        return await self._request(connection_id, target, "completion/complete", wire, build)
 
     async def ping(self, *, connection_id: str, target: UpstreamTarget) -> dict[str, Any]:
-        return await self._request(connection_id, target, types.PingRequest())
+        return await self._request(connection_id, target, "ping", None, types.PingRequest)
 
     def stats(self) -> dict[str, Any]:
         """Open sessions and their use, for diagnostics and tests."""
@@ -180,10 +213,14 @@ class UpstreamPool:
         self,
         connection_id: str,
         target: UpstreamTarget,
-        request: Any,
+        method: str,
+        params: dict[str, Any] | None,
+        build: Callable[[], Any],
         *,
         progress: ProgressFnT | None = None,
     ) -> dict[str, Any]:
+        """Send one request on the session (the lean channel when there is one, else
+        the SDK's), reopening it once when it was found closed."""
         session = self._session_for(connection_id, target)
         async with session.semaphore:
             session.in_flight += 1
@@ -191,16 +228,21 @@ class UpstreamPool:
                 for attempt in (1, 2):
                     client = await self._open(session)
                     session.last_used = time.monotonic()
+                    channel = session.channel
                     try:
+                        if channel is not None:
+                            return await channel.request(
+                                method, params, progress=progress, timeout=target.call_timeout
+                            )
                         result: dict[str, Any] = await client.session.send_request(
-                            request,
+                            build(),
                             _RAW_RESULT,
                             request_read_timeout_seconds=target.call_timeout,
                             progress_callback=progress,
                         )
                         return result
-                    except MCPError as error:
-                        code = error.error.code
+                    except (MCPError, UpstreamJsonRpcError) as error:
+                        code, message, data = _error_parts(error)
                         if code == REQUEST_TIMEOUT:
                             raise UpstreamError(
                                 "timeout",
@@ -220,9 +262,7 @@ class UpstreamPool:
                             session.relisted = True
                             await self._relist_tools(client, target)
                             continue
-                        raise UpstreamCallError(
-                            code, error.error.message, error.error.data
-                        ) from None
+                        raise UpstreamCallError(code, message, data) from None
                     except UpstreamError:
                         raise
                     except Exception as error:
@@ -231,6 +271,10 @@ class UpstreamPool:
                         await self._drop(session, client)
                         if attempt == 1 and _never_sent(error):
                             continue
+                        if isinstance(error, SessionLost):
+                            raise UpstreamError(
+                                "unreachable", f"The upstream {target.display} closed the session."
+                            ) from None
                         raise describe_failure(
                             error, target=target, http_status=None, timeout=target.call_timeout
                         ) from None
@@ -292,8 +336,14 @@ class UpstreamPool:
             if kind is not None and session.client is not None:
                 self._notify_changed(connection_id, kind, session.client)
 
+        wire = SessionWire()
+        channel: StreamableChannel | None = None
         try:
-            async with upstream_session(session.target, message_handler=on_message) as client:
+            async with upstream_session(
+                session.target, message_handler=on_message, wire=wire
+            ) as client:
+                if session.target.transport == "streamable-http":
+                    channel = session.channel = self._channel(session, client, wire)
                 ready.set_result(client)
                 listener = asyncio.create_task(self._listen(connection_id, client))
                 try:
@@ -319,6 +369,28 @@ class UpstreamPool:
                 logger.warning("Upstream session with %s failed", session.target.display)
         finally:
             session.client = None
+            if channel is not None:
+                channel.close()
+                if session.channel is channel:
+                    session.channel = None
+
+    def _channel(self, session: _Session, client: Client, wire: SessionWire) -> StreamableChannel:
+        """The lean request path on a just-opened Streamable HTTP session."""
+        connection_id = session.connection_id
+        sdk_session = client.session
+
+        def stamp(data: dict[str, Any], options: dict[str, Any]) -> None:
+            # The SDK session's own stamp for the negotiated revision: the version
+            # header, and in 2026-07-28 the _meta envelope, Mcp-Method, Mcp-Name and
+            # the Mcp-Param-* headers of the tools it has listed.
+            sdk_session._stamp(data, cast(Any, options))
+
+        return StreamableChannel(
+            session.target,
+            stamp=stamp,
+            session_id=wire.session_id,
+            on_list_changed=lambda kind: self._notify_changed(connection_id, kind, client),
+        )
 
     async def _listen(self, connection_id: str, client: Client) -> None:
         """2026-07-28: change events arrive on a ``subscriptions/listen`` stream."""
@@ -377,6 +449,9 @@ class UpstreamPool:
         """Forget a broken client so the next call opens a new session."""
         if session.client is client:
             session.client = None
+            if session.channel is not None:
+                session.channel.close()
+                session.channel = None
             session.closing.set()
 
     async def _close(self, session: _Session) -> None:
@@ -409,8 +484,16 @@ class UpstreamPool:
 
 def _never_sent(error: BaseException) -> bool:
     """Whether a failure shows the request never reached the upstream (safe to resend)."""
+    if isinstance(error, NotSent | SessionLost):
+        return True
     text = str(error).lower()
     return isinstance(error, httpx2.ConnectError) or ("session" in text and "not found" in text)
+
+
+def _error_parts(error: MCPError | UpstreamJsonRpcError) -> tuple[int, str, Any]:
+    if isinstance(error, UpstreamJsonRpcError):
+        return error.code, error.message, error.data
+    return error.error.code, error.error.message, error.error.data
 
 
 def _list_changed_kind(message: Any) -> str | None:

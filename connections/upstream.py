@@ -344,19 +344,34 @@ def _short(error: BaseException) -> str:
     return text[:200]
 
 
+@dataclass
+class SessionWire:
+    """What the Streamable HTTP handshake left on the wire: the session id, if any."""
+
+    session_id: str | None = None
+
+
 @asynccontextmanager
 async def upstream_session(
-    target: UpstreamTarget, *, message_handler: MessageHandlerFnT | None = None
+    target: UpstreamTarget,
+    *,
+    message_handler: MessageHandlerFnT | None = None,
+    wire: SessionWire | None = None,
 ) -> AsyncIterator[Client]:
     """An open MCP session with the upstream; failures to open it raise ``UpstreamError``.
 
     Errors raised by the caller's own code inside the block pass through unchanged.
+    ``wire`` (Streamable HTTP) receives the ``Mcp-Session-Id`` the server gave.
     """
     last_status: list[int] = []
 
     async def record_status(response: httpx2.Response) -> None:
         if response.status_code >= 400:
             last_status.append(response.status_code)
+        if wire is not None and wire.session_id is None:
+            session_id = response.headers.get("mcp-session-id")
+            if session_id:
+                wire.session_id = session_id
 
     timeout = httpx2.Timeout(target.call_timeout, connect=target.connect_timeout)
     hooks = {"response": [record_status]}

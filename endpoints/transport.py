@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import secrets
 import time
@@ -49,6 +48,7 @@ from mcp.shared.inbound import (
     x_mcp_header_map,
 )
 
+from connections import wirejson
 from connections.pool import pool_factory_set
 from connections.upstream import UpstreamTarget
 from endpoints import provider
@@ -83,7 +83,7 @@ _SSE_HEADERS: Final = [
 
 
 def _dumps(message: Any) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    return wirejson.dumps(message)
 
 
 # --- per-process state --------------------------------------------------------------
@@ -110,6 +110,10 @@ class Hub:
         self.access: dict[tuple[str, str], tuple[float, str]] = {}
         self.targets: dict[str, tuple[float, UpstreamTarget | str]] = {}
         self.ended_sessions: dict[str, bool] = {}
+        # Loads in flight (one per cache key) and a counter bumped by every change
+        # event, so a load that started before a change never stores a stale answer.
+        self._loading: dict[tuple[str, Any], asyncio.Future[Any]] = {}
+        self.generation = 0
         self.streams: dict[str, _Stream] = {}
         # Calls per principal since the last flush (the sessions pages show them).
         self.usage: dict[str, int] = {}
@@ -172,6 +176,8 @@ class Hub:
                 stream.queue.put_nowait(message.get("message"))
 
     def endpoint_changed(self, endpoint_id: str, kinds: set[str]) -> None:
+        self.generation += 1
+        self._loading = {k: v for k, v in self._loading.items() if k[0] == "token"}
         for slug, (_, loaded) in list(self.views.items()):
             if loaded is None or loaded.id == endpoint_id:
                 self.views.pop(slug, None)
@@ -231,13 +237,37 @@ class Hub:
 
     # --- cached loads -------------------------------------------------------------------
 
+    async def _once(self, key: tuple[str, Any], load: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``load`` once for every request that misses the same cache entry at once.
+
+        Without this, an entry expiring under load sends every concurrent request to
+        the database (16 lookups at concurrency 16, each a thread hop).
+        """
+        future = self._loading.get(key)
+        if future is None:
+            future = asyncio.ensure_future(load())
+            self._loading[key] = future
+
+            def forget(done: asyncio.Future[Any], key: tuple[str, Any] = key) -> None:
+                if self._loading.get(key) is done:
+                    del self._loading[key]
+                if not done.cancelled():
+                    done.exception()  # retrieved here: waiters may all have gone
+
+            future.add_done_callback(forget)
+        return await asyncio.shield(future)
+
     async def view(self, slug: str) -> LoadedEndpoint | None:
         now = time.monotonic()
         cached = self.views.get(slug)
         if cached is not None and cached[0] > now:
             return cached[1]
-        loaded = await database_sync_to_async(provider.endpoint_load)(slug=slug)
-        self.views[slug] = (now + VIEW_TTL, loaded)
+        generation = self.generation
+        loaded: LoadedEndpoint | None = await self._once(
+            ("view", slug), lambda: database_sync_to_async(provider.endpoint_load)(slug=slug)
+        )
+        if generation == self.generation:  # no change event arrived meanwhile
+            self.views[slug] = (now + VIEW_TTL, loaded)
         if loaded is not None:
             await self.watch(loaded.id)
         return loaded
@@ -248,7 +278,10 @@ class Hub:
         cached = self.tokens.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        principal = await database_sync_to_async(provider.principal_from_token)(raw)
+        principal: Principal | None = await self._once(
+            ("token", key),
+            lambda: database_sync_to_async(provider.principal_from_token)(raw),
+        )
         if len(self.tokens) > 10_000:
             self.tokens.clear()
         self.tokens[key] = (now + TOKEN_TTL, principal)
@@ -260,12 +293,17 @@ class Hub:
         cached = self.access.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        verdict = await database_sync_to_async(provider.endpoint_access)(
-            principal=principal, endpoint_id=endpoint_id
+        generation = self.generation
+        verdict: str = await self._once(
+            ("access", key),
+            lambda: database_sync_to_async(provider.endpoint_access)(
+                principal=principal, endpoint_id=endpoint_id
+            ),
         )
         if len(self.access) > 10_000:
             self.access.clear()
-        self.access[key] = (now + TOKEN_TTL, verdict)
+        if generation == self.generation:
+            self.access[key] = (now + TOKEN_TTL, verdict)
         return verdict
 
     async def target(self, connection_id: str) -> UpstreamTarget | str:
@@ -273,11 +311,18 @@ class Hub:
         cached = self.targets.get(connection_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        loaded = await database_sync_to_async(provider.connection_targets_load)(
-            connection_ids=[connection_id]
+        generation = self.generation
+        loaded = await self._once(
+            ("target", connection_id),
+            lambda: database_sync_to_async(provider.connection_targets_load)(
+                connection_ids=[connection_id]
+            ),
         )
-        target = loaded.get(connection_id, "The server is no longer registered.")
-        self.targets[connection_id] = (now + TARGET_TTL, target)
+        target: UpstreamTarget | str = loaded.get(
+            connection_id, "The server is no longer registered."
+        )
+        if generation == self.generation:
+            self.targets[connection_id] = (now + TARGET_TTL, target)
         return target
 
     async def is_session_ended(self, session_id: str) -> bool:
@@ -424,10 +469,20 @@ def _origin_allowed(request: Request) -> bool:
     return origin in (f"https://{host}", f"http://{host}")
 
 
+_HOSTS_CHECKED: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+
 def _host_allowed(request: Request) -> bool:
     host = request.headers.get("host", "")
-    domain, _port = split_domain_port(host)
-    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+    allowed = tuple(settings.ALLOWED_HOSTS)
+    verdict = _HOSTS_CHECKED.get((host, allowed))
+    if verdict is None:
+        domain, _port = split_domain_port(host)
+        verdict = bool(domain) and validate_host(domain, allowed)
+        if len(_HOSTS_CHECKED) > 1000:
+            _HOSTS_CHECKED.clear()
+        _HOSTS_CHECKED[(host, allowed)] = verdict
+    return verdict
 
 
 def resource_url(slug: str) -> str:
@@ -626,7 +681,7 @@ async def _post(
     if body is None:
         raise _Refusal(413, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "Request body too large"))
     try:
-        message = json.loads(body)
+        message = wirejson.loads(body)
     except ValueError:
         raise _Refusal(
             400, jsonrpc.error(None, jsonrpc.PARSE_ERROR, "Parse error: the body is not JSON")
@@ -1062,7 +1117,7 @@ async def _legacy_message(
     if body is None:
         raise _Refusal(413, {"error": "Request body too large."})
     try:
-        message = json.loads(body)
+        message = wirejson.loads(body)
     except ValueError:
         raise _Refusal(400, {"error": "The body is not JSON."}) from None
     kind = jsonrpc.classify(message)
