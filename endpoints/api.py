@@ -37,6 +37,7 @@ class EndpointOutSerializer(serializers.ModelSerializer[Endpoint]):
     connectionIds = serializers.SerializerMethodField()
     memberIds = serializers.SerializerMethodField()
     prefixToolNames = serializers.BooleanField(source="prefix_names")
+    piiFilter = serializers.BooleanField(source="pii_filter")
     createdAt = serializers.DateTimeField(source="created_at")
     updatedAt = serializers.DateTimeField(source="updated_at")
 
@@ -53,6 +54,7 @@ class EndpointOutSerializer(serializers.ModelSerializer[Endpoint]):
             "access",
             "memberIds",
             "prefixToolNames",
+            "piiFilter",
             "createdAt",
             "updatedAt",
         ]
@@ -73,7 +75,8 @@ class EndpointInSerializer(serializers.Serializer[Any]):
     ``connectionIds`` and ``memberIds`` (user ids) replace the lists when given;
     ``access`` is ``organization`` (every admin and member) or ``members`` (the
     chosen ones; admins always). ``prefixToolNames: false`` serves names bare
-    where no other connected server has the same one.
+    where no other connected server has the same one. ``piiFilter: true`` redacts
+    e-mail addresses, phone numbers, SSNs, card numbers and IP addresses in results.
     """
 
     name = serializers.CharField(max_length=services.NAME_MAX, trim_whitespace=True)
@@ -87,6 +90,7 @@ class EndpointInSerializer(serializers.Serializer[Any]):
     access = serializers.ChoiceField(choices=EndpointAccess.choices, required=False)
     memberIds = serializers.ListField(child=serializers.IntegerField(), required=False)
     prefixToolNames = serializers.BooleanField(required=False)
+    piiFilter = serializers.BooleanField(required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = (
@@ -107,6 +111,7 @@ _FIELD_TO_ARG = {
     "access": "access",
     "memberIds": "member_ids",
     "prefixToolNames": "prefix_names",
+    "piiFilter": "pii_filter",
 }
 
 
@@ -144,7 +149,9 @@ class EndpointListApi(APIView):
         serializer = EndpointInSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         endpoint = services.endpoint_create(
-            organization=membership.organization, **_service_kwargs(serializer.validated_data)
+            organization=membership.organization,
+            actor=request.user,
+            **_service_kwargs(serializer.validated_data),
         )
         fresh = selectors.endpoint_get(
             organization=membership.organization, endpoint_id=endpoint.pk
@@ -193,7 +200,9 @@ class EndpointDetailApi(_OneEndpointApi):
             return body
         serializer = EndpointInSerializer(data=body, partial=True)
         serializer.is_valid(raise_exception=True)
-        services.endpoint_update(endpoint=endpoint, **_service_kwargs(serializer.validated_data))
+        services.endpoint_update(
+            endpoint=endpoint, actor=request.user, **_service_kwargs(serializer.validated_data)
+        )
         return Response(EndpointOutSerializer(self._endpoint(request, endpoint_id)).data)
 
     @extend_schema(
@@ -204,7 +213,7 @@ class EndpointDetailApi(_OneEndpointApi):
         endpoint = self._endpoint(request, endpoint_id)
         if endpoint is None:
             return error_response(404, NOT_FOUND)
-        services.endpoint_delete(endpoint=endpoint)
+        services.endpoint_delete(endpoint=endpoint, actor=request.user)
         return Response(status=204)
 
 
@@ -353,7 +362,7 @@ class _EndpointCatalogApi(_OneEndpointApi):
         if isinstance(body, Response):
             return body
         changes = _parse_changes(body, self.group)
-        services.endpoint_catalog_update(endpoint=endpoint, changes=changes)
+        services.endpoint_catalog_update(endpoint=endpoint, changes=changes, actor=request.user)
         return Response(self._payload(endpoint))
 
 

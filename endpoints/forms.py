@@ -22,6 +22,7 @@ API_FIELD_TO_FORM = {
     "access": "access",
     "memberIds": "members",
     "prefixToolNames": "prefix_names",
+    "piiFilter": "pii_filter",
 }
 
 
@@ -53,6 +54,14 @@ class EndpointForm(forms.Form):
             "servers have the same name: those keep their prefix."
         ),
     )
+    pii_filter = forms.BooleanField(
+        label="Redact personal data in results (PII filter)",
+        required=False,
+        help_text=(
+            "E-mail addresses, phone numbers, social security numbers, card numbers and IP "
+            "addresses are replaced before results reach the client and the activity log."
+        ),
+    )
     access = forms.ChoiceField(
         label="Who may use it",
         choices=EndpointAccess.choices,
@@ -82,6 +91,7 @@ class EndpointForm(forms.Form):
                 "description": endpoint.description,
                 "connections": [str(link.connection_id) for link in endpoint.links.all()],
                 "prefix_names": endpoint.prefix_names,
+                "pii_filter": endpoint.pii_filter,
                 "access": endpoint.access,
                 "members": [str(m.user_id) for m in endpoint.members.all()],
             }
@@ -111,6 +121,7 @@ class EndpointForm(forms.Form):
             "description": data.get("description") or "",
             "connection_ids": data.get("connections") or [],
             "prefix_names": bool(data.get("prefix_names")),
+            "pii_filter": bool(data.get("pii_filter")),
             "access": data["access"],
             "member_ids": [int(user_id) for user_id in data.get("members") or []],
         }

@@ -47,6 +47,9 @@ class Endpoint(models.Model):
         "oauth.Membership", related_name="allowed_endpoints", blank=True
     )
     prefix_names = models.BooleanField(default=True)
+    # Redact e-mail addresses, phone numbers, SSNs, card numbers and IP addresses in
+    # results before they reach the client (and the activity log).
+    pii_filter = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from audit.services import management_event_record
 from oauth.models import ApiToken, Membership, Organization, Role
 
 API_TOKEN_PREFIX = "gwt_"
@@ -45,11 +46,13 @@ def _token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_token_create(*, organization: Organization, user: User, name: str) -> tuple[ApiToken, str]:
+def api_token_create(
+    *, organization: Organization, user: User, name: str, actor: User | None = None
+) -> tuple[ApiToken, str]:
     """Create an API token for the user in the organisation.
 
     Returns the stored token and the raw token string, which is shown once and
-    never stored.
+    never stored. ``actor`` (who created it) is recorded in the activity log.
     """
     name = (name or "").strip()
     if not name:
@@ -65,6 +68,15 @@ def api_token_create(*, organization: Organization, user: User, name: str) -> tu
         name=name,
         prefix=raw[: len(API_TOKEN_PREFIX) + 6],
         token_hash=_token_hash(raw),
+    )
+    management_event_record(
+        organization_id=organization.pk,
+        action="token.created",
+        target_type="api_token",
+        target_id=token.pk,
+        target_name=token.name,
+        actor=actor,
+        details={"user": user.get_username(), "prefix": token.prefix},
     )
     return token, raw
 
@@ -91,11 +103,19 @@ def api_token_authenticate(*, raw: str) -> ApiToken | None:
 
 
 @transaction.atomic
-def api_token_revoke(*, token: ApiToken) -> ApiToken:
+def api_token_revoke(*, token: ApiToken, actor: User | None = None) -> ApiToken:
     """Revoke a token; it stops working at once."""
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        management_event_record(
+            organization_id=token.organization_id,
+            action="token.revoked",
+            target_type="api_token",
+            target_id=token.pk,
+            target_name=token.name,
+            actor=actor,
+        )
     return token
 
 
