@@ -76,7 +76,9 @@ class AuditRecord(models.Model):
             # Newest first per organisation, and the same under each filter:
             # every list query is "organisation (+ one filter) ORDER BY at DESC, id DESC".
             models.Index(fields=["organization_id", "-at", "-id"], name="audit_org_at"),
-            models.Index(fields=["organization_id", "endpoint_id", "-at"], name="audit_org_endpoint"),
+            models.Index(
+                fields=["organization_id", "endpoint_id", "-at"], name="audit_org_endpoint"
+            ),
             models.Index(
                 fields=["organization_id", "connection_id", "-at"], name="audit_org_connection"
             ),
@@ -125,7 +127,9 @@ class ManagementEvent(models.Model):
 
     class Meta:
         ordering = ["-at", "-id"]
-        indexes = [models.Index(fields=["organization_id", "-at", "-id"], name="audit_event_org_at")]
+        indexes = [
+            models.Index(fields=["organization_id", "-at", "-id"], name="audit_event_org_at")
+        ]
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action} {self.target_name}"

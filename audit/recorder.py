@@ -195,8 +195,9 @@ class SpoolWriter:
         try:
             work()
         except Exception:
-            logger.warning("Activity log: writing to the database failed; kept in the spool",
-                           exc_info=True)
+            logger.warning(
+                "Activity log: writing to the database failed; kept in the spool", exc_info=True
+            )
             _db_connection_reset()
 
     def flush(self) -> int:
@@ -406,9 +407,7 @@ def call_record(
     }
     info = ctx.client_info
     if isinstance(info, Mapping) and info.get("name"):
-        record["client_software"] = f"{info.get('name')} {info.get('version') or ''}".strip()[
-            :200
-        ]
+        record["client_software"] = f"{info.get('name')} {info.get('version') or ''}".strip()[:200]
     if route is not None:
         record["connection_id"] = route.connection_id
         record["connection_name"] = route.server_label[:200]
@@ -469,10 +468,10 @@ async def engine_handle(
     headers (for the request size) and the scope (for when the request arrived).
     """
     if message.get("method") not in RECORDED_METHODS:
-        return await engine.handle(ctx, message)  # type: ignore[no-any-return]
+        return await engine.handle(ctx, message)
     pii = getattr(ctx.view, "pii_filter", False)
     if not settings.GATEWAY_AUDIT_ENABLED and not pii:
-        return await engine.handle(ctx, message)  # type: ignore[no-any-return]
+        return await engine.handle(ctx, message)
     started_at = time.time()
     started = request.scope.get("gateway.started") or time.perf_counter()
     response, status = await engine.handle(ctx, message)

@@ -88,8 +88,9 @@ def audit_policy_set(*, organization: Organization, retention_days: Any) -> Audi
     return policy
 
 
-def _delete_older(model: type[AuditRecord] | type[ManagementEvent], org_id: Any, cutoff: Any,
-                  batch: int) -> int:
+def _delete_older(
+    model: type[AuditRecord] | type[ManagementEvent], org_id: Any, cutoff: Any, batch: int
+) -> int:
     deleted = 0
     while True:
         ids = list(

@@ -629,8 +629,11 @@ def connection_create(
         target_id=connection.pk,
         target_name=connection.name,
         actor=actor,
-        details={"transport": connection.transport, "authType": connection.auth_type,
-                 "credentialSet": connection.credential is not None},
+        details={
+            "transport": connection.transport,
+            "authType": connection.auth_type,
+            "credentialSet": connection.credential is not None,
+        },
     )
     return connection
 
@@ -767,7 +770,9 @@ def connection_update(
     }
     if changed:
         management_event_record(action="connection.updated", details={"fields": changed}, **event)
-    secrets = [n for n, v in (("token", token), ("headers", headers), ("env", env)) if v is not UNSET]
+    secrets = [
+        n for n, v in (("token", token), ("headers", headers), ("env", env)) if v is not UNSET
+    ]
     if secrets:
         management_event_record(
             action="connection.credentials_changed", details={"fields": secrets}, **event
@@ -810,7 +815,9 @@ def upstream_target_for(*, connection: Connection) -> UpstreamTarget:
             "The stored credential cannot be decrypted with the configured encryption keys.",
         )
     # The activity log never writes these values, wherever they turn up (issue 7).
-    secret_values_register([connection.token or "", *connection.headers.values(), *connection.env.values()])
+    secret_values_register(
+        [connection.token or "", *connection.headers.values(), *connection.env.values()]
+    )
     if connection.is_stdio:
         return UpstreamTarget(
             url="",

@@ -731,14 +731,10 @@ def endpoint_entries_set_enabled(
     Enabling skips entries held for review or missing (see ``skip_held``).
     """
     changes = _changes_for_entries(endpoint, entry_ids, enabled=enabled)
-    return endpoint_catalog_update(
-        endpoint=endpoint, changes=changes, skip_held=True, actor=actor
-    )
+    return endpoint_catalog_update(endpoint=endpoint, changes=changes, skip_held=True, actor=actor)
 
 
-def endpoint_entry_accept(
-    *, endpoint: Endpoint, entry_id: Any, actor: Any = None
-) -> CatalogUpdate:
+def endpoint_entry_accept(*, endpoint: Endpoint, entry_id: Any, actor: Any = None) -> CatalogUpdate:
     """Approve an entry's current upstream definition and serve it (the review's button)."""
     changes = _changes_for_entries(endpoint, [entry_id], enabled=True)
     return endpoint_catalog_update(endpoint=endpoint, changes=changes, actor=actor)

@@ -5,6 +5,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from audit import api as audit_api
+from audit import views as audit_views
 from connections import api as connections_api
 from connections import views as connections_views
 from endpoints import api as endpoints_api
@@ -56,6 +58,16 @@ api_urlpatterns = [
         endpoints_api.EndpointResourcesApi.as_view(),
         name="api-endpoint-resources",
     ),
+    path("api/audit-logs", audit_api.AuditLogListApi.as_view(), name="api-audit-log-list"),
+    path(
+        "api/audit-logs/export", audit_api.AuditLogExportApi.as_view(), name="api-audit-log-export"
+    ),
+    path(
+        "api/audit-logs/<str:record_id>",
+        audit_api.AuditLogDetailApi.as_view(),
+        name="api-audit-log-detail",
+    ),
+    path("api/audit-events", audit_api.AuditEventListApi.as_view(), name="api-audit-event-list"),
     re_path(r"^api/", api_not_found),
 ]
 
@@ -131,6 +143,10 @@ ui_urlpatterns = [
         endpoints_views.endpoint_entry_review_view,
         name="endpoint-entry-review",
     ),
+    path("activity/", audit_views.activity_list_view, name="activity"),
+    path("activity/changes", audit_views.activity_changes_view, name="activity-changes"),
+    path("activity/export.<str:fmt>", audit_views.activity_export_view, name="activity-export"),
+    path("activity/<str:record_id>", audit_views.activity_detail_view, name="activity-detail"),
     path("django-admin/", admin.site.urls),
 ]
 

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('endpoints', '0001_endpoints'),
+        ("endpoints", "0001_endpoints"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='endpoint',
-            name='pii_filter',
+            model_name="endpoint",
+            name="pii_filter",
             field=models.BooleanField(default=False),
         ),
     ]

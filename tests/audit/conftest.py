@@ -15,8 +15,8 @@ from connections.models import CatalogEntry, CatalogKind, Connection
 from connections.services import connection_check_health
 from endpoints.models import Endpoint
 from endpoints.services import endpoint_create, endpoint_entries_set_enabled
-from tests.factories import ConnectionFactory
 from tests.connections.conftest import start_upstream  # noqa: F401  (a fixture)
+from tests.factories import ConnectionFactory
 from tests.transport.conftest import live_gateway  # noqa: F401  (a fixture)
 
 META = {

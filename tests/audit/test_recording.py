@@ -8,14 +8,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from audit.models import AuditRecord
-from oauth.services import api_token_revoke
 from oauth.models import ApiToken
+from oauth.services import api_token_revoke
 from tests.audit.conftest import call_tool, rpc, wait_for_records
 
 
-def test_a_successful_call_is_recorded_with_its_attribution(
-    live_gateway, audited_endpoint, admin
-):
+def test_a_successful_call_is_recorded_with_its_attribution(live_gateway, audited_endpoint, admin):
     audited = audited_endpoint()
     gateway = live_gateway()
     url = gateway.endpoint_url("audited")
@@ -60,12 +58,20 @@ def test_failed_and_refused_calls_are_recorded(live_gateway, audited_endpoint, a
     api_token_revoke(token=ApiToken.objects.get(user=member.user))
     time.sleep(1.1)  # the gateway caches token lookups for a second
     revoked = call_tool(url, member.token, "paged__tool_00")
-    prompt = rpc(url, admin.token, "prompts/get", {"name": "paged__summarise",
-                                                   "arguments": {"memo": "hi"}},
-                 name="paged__summarise")
-    missing = rpc(url, admin.token, "resources/read",
-                  {"uri": "mcp-gateway://paged/memo://nothing-here"},
-                  name="mcp-gateway://paged/memo://nothing-here")
+    prompt = rpc(
+        url,
+        admin.token,
+        "prompts/get",
+        {"name": "paged__summarise", "arguments": {"memo": "hi"}},
+        name="paged__summarise",
+    )
+    missing = rpc(
+        url,
+        admin.token,
+        "resources/read",
+        {"uri": "mcp-gateway://paged/memo://nothing-here"},
+        name="mcp-gateway://paged/memo://nothing-here",
+    )
     audited.connection.server_url = "http://127.0.0.1:9/mcp"  # the upstream goes away
     audited.connection.save()
     time.sleep(5.5)  # upstream targets are cached for five seconds
@@ -95,7 +101,7 @@ def test_failed_and_refused_calls_are_recorded(live_gateway, audited_endpoint, a
     prompt_record = by_kind[("prompts/get", "paged__summarise", "success")]
     assert prompt_record.upstream_name == "summarise"
     assert "Summarise: hi" in prompt_record.result
-    missing_record = [r for r in records if r.method == "resources/read"][0]
+    missing_record = next(r for r in records if r.method == "resources/read")
     assert missing_record.status == "error"
     assert "nothing-here" in missing_record.error_message
 
@@ -116,7 +122,9 @@ def test_the_connections_bearer_token_never_reaches_the_log(
     # the secret (planted in the arguments too) and a token-shaped string.
     whoami = call_tool(url, admin.token, "paged__whoami")
     planted = call_tool(
-        url, admin.token, "paged__tool_00",
+        url,
+        admin.token,
+        "paged__tool_00",
         {"echo": f"token={secret} and ghp_{'a' * 36}", "note": secret},
     )
 
@@ -185,8 +193,11 @@ def test_records_survive_a_killed_gateway_and_are_stored_at_the_next_start(
 ):
     audited_endpoint()
     spool = tmp_path / "crash-spool"
-    slow = {"GATEWAY_AUDIT_SPOOL_DIR": str(spool), "GATEWAY_AUDIT_FLUSH_INTERVAL_MS": "3600000",
-            "GATEWAY_AUDIT_BATCH_SIZE": "10000"}
+    slow = {
+        "GATEWAY_AUDIT_SPOOL_DIR": str(spool),
+        "GATEWAY_AUDIT_FLUSH_INTERVAL_MS": "3600000",
+        "GATEWAY_AUDIT_BATCH_SIZE": "10000",
+    }
     first = live_gateway(**slow)
     url = first.endpoint_url("audited")
     for index in range(20):
@@ -205,8 +216,9 @@ def test_records_survive_a_killed_gateway_and_are_stored_at_the_next_start(
 
 def test_waiting_records_are_flushed_on_shutdown(live_gateway, audited_endpoint, admin):
     audited_endpoint()
-    gateway = live_gateway(GATEWAY_AUDIT_FLUSH_INTERVAL_MS="3600000",
-                           GATEWAY_AUDIT_BATCH_SIZE="10000")
+    gateway = live_gateway(
+        GATEWAY_AUDIT_FLUSH_INTERVAL_MS="3600000", GATEWAY_AUDIT_BATCH_SIZE="10000"
+    )
     url = gateway.endpoint_url("audited")
     for _ in range(5):
         call_tool(url, admin.token, "paged__tool_00")
