@@ -181,21 +181,23 @@ class AuditLogDetailApi(APIView):
 
 
 class AuditLogExportApi(APIView):
-    """The filtered set, streamed as JSON Lines (``format=jsonl``, default) or CSV."""
+    """The filtered set, streamed as JSON Lines (``export.jsonl``) or CSV (``export.csv``).
+
+    (A path suffix rather than ``?format=``: DRF reserves that parameter.)
+    """
 
     permission_classes = [IsOrganizationMember]
 
     @extend_schema(
         operation_id="audit_logs_export",
-        parameters=[*FILTER_PARAMETERS, OpenApiParameter("format", str, enum=["jsonl", "csv"])],
+        parameters=FILTER_PARAMETERS,
         responses={200: OpenApiTypes.BINARY},
     )
-    def get(self, request: Request) -> HttpResponseBase:
+    def get(self, request: Request, fmt: str) -> HttpResponseBase:
         membership = api_membership(request)
         assert membership is not None
-        fmt = request.query_params.get("format") or "jsonl"
         if fmt not in ("jsonl", "csv"):
-            return error_response(400, "Invalid format.", {"format": ["Use jsonl or csv."]})
+            return error_response(404, "Unknown export format: use export.jsonl or export.csv.")
         try:
             rows = selectors.audit_record_export_rows(
                 membership=membership, filters=_filters(request)

@@ -60,7 +60,9 @@ api_urlpatterns = [
     ),
     path("api/audit-logs", audit_api.AuditLogListApi.as_view(), name="api-audit-log-list"),
     path(
-        "api/audit-logs/export", audit_api.AuditLogExportApi.as_view(), name="api-audit-log-export"
+        "api/audit-logs/export.<str:fmt>",
+        audit_api.AuditLogExportApi.as_view(),
+        name="api-audit-log-export",
     ),
     path(
         "api/audit-logs/<str:record_id>",
