@@ -25,7 +25,7 @@ def make_records(organization, count: int, **fields: Any) -> list[AuditRecord]:
             "name": f"paged__tool_{index % 3:02d}",
             "status": "success",
             "endpoint_name": "Team tools",
-            "arguments": '{"n": %d}' % index,
+            "arguments": f'{{"n": {index}}}',
             "result": '{"content": []}',
             **fields,
         }

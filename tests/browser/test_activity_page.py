@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from tests.audit.factories_audit import make_records
@@ -35,6 +36,7 @@ def test_an_auditor_filters_pages_and_opens_a_record(page: Page, auditor, member
         refusal="not_enabled",
         error_message="Unknown tool: paged__whoami",
         arguments='{"ticket":{"id":42}}',
+        start=timezone.now(),
     )
     sign_in(page, "carol")
 
