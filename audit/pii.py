@@ -67,13 +67,22 @@ def _phone(match: re.Match[str]) -> str | None:
     return "phone" if 7 <= digits <= 15 else None
 
 
-_RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]]] = [
-    (_EMAIL, lambda m: "email"),
-    (_CARD, _card),
-    (_SSN, lambda m: "ssn"),
-    (_IPV4, lambda m: "ip"),
-    (_IPV6, _ipv6),
-    (_PHONE, _phone),
+def _has_digit(text: str) -> bool:
+    return _DIGIT.search(text) is not None
+
+
+_DIGIT = re.compile(r"\d")
+
+# (pattern, classify, cheap pre-check): a rule runs only when its pre-check passes.
+_RULES: list[
+    tuple[re.Pattern[str], Callable[[re.Match[str]], str | None], Callable[[str], bool]]
+] = [
+    (_EMAIL, lambda m: "email", lambda t: "@" in t),
+    (_CARD, _card, _has_digit),
+    (_SSN, lambda m: "ssn", lambda t: "-" in t),
+    (_IPV4, lambda m: "ip", lambda t: "." in t),
+    (_IPV6, _ipv6, lambda t: t.count(":") >= 2),
+    (_PHONE, _phone, _has_digit),
 ]
 
 
@@ -81,7 +90,10 @@ def pii_redact_text(text: str, found: set[str]) -> str:
     """``text`` with personal data replaced; adds the kinds replaced to ``found``."""
     if not _MAYBE.search(text):
         return text
-    for pattern, classify in _RULES:
+    has_digit = _has_digit(text)
+    for pattern, classify, worth in _RULES:
+        if (worth is _has_digit and not has_digit) or not worth(text):
+            continue
 
         def replace(match: re.Match[str], classify: Any = classify) -> str:
             kind = classify(match)

@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -99,16 +100,67 @@ def session_digest(session_id: str | None) -> str:
 # --- the spool and the background writer ---------------------------------------------------
 
 
-def records_insert(records: list[Record]) -> None:
-    """Bulk-insert records, skipping ids already stored (replays are idempotent)."""
+_INSERT: dict[str, tuple[str, list[tuple[str, Any, Callable[[Any], Any]]]]] = {}
+
+
+def _insert_plan(connection: Any) -> tuple[str, list[tuple[str, Any, Callable[[Any], Any]]]]:
+    """The INSERT statement and, per column, (record key, default, to-database adapter).
+
+    Built once per database vendor. The ORM's ``bulk_create`` costs about 0.4 ms of
+    Python per record (model instances, field preparation); this costs a few µs, and
+    the writer thread holds the GIL only for that part.
+    """
+    from django.db import models
+
     from audit.models import AuditRecord
 
-    rows = []
-    for record in records:
-        fields = dict(record)
-        fields["at"] = datetime.fromtimestamp(float(fields["at"]), UTC)
-        rows.append(AuditRecord(**fields))
-    AuditRecord.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+    plan = _INSERT.get(connection.vendor)
+    if plan is not None:
+        return plan
+    quote = connection.ops.quote_name
+    columns: list[tuple[str, Any, Callable[[Any], Any]]] = []
+    names: list[str] = []
+    for field in AuditRecord._meta.concrete_fields:
+        names.append(quote(field.column))
+        default = field.get_default() if field.has_default() else (None if field.null else "")
+        adapt: Callable[[Any], Any] = _same
+        if isinstance(field, models.UUIDField):
+            adapt = _uuid_hex if connection.vendor != "postgresql" else _same
+        elif isinstance(field, models.DateTimeField):
+            adapt = partial(_moment, connection)
+        columns.append((field.attname, default, adapt))
+    table = quote(AuditRecord._meta.db_table)
+    marks = ", ".join(["%s"] * len(columns))
+    # Only the model's own (quoted) table and column names go into the statement.
+    sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608
+    plan = _INSERT[connection.vendor] = (sql, columns)
+    return plan
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _uuid_hex(value: Any) -> Any:
+    return None if value is None else str(value).replace("-", "")
+
+
+def _moment(connection: Any, value: Any) -> Any:
+    moment = datetime.fromtimestamp(float(value), UTC)
+    return connection.ops.adapt_datetimefield_value(moment)
+
+
+def records_insert(records: list[Record]) -> None:
+    """Bulk-insert records, skipping ids already stored (replays are idempotent)."""
+    from django.db import connection, transaction
+
+    sql, columns = _insert_plan(connection)
+    rows = [
+        tuple(adapt(record.get(key, default)) for key, default, adapt in columns)
+        for record in records
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 class SpoolWriter:

@@ -23,76 +23,65 @@ from collections.abc import Iterable
 REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 8
 
-_TOKEN_SHAPES = [
-    r"(?i:bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*",
-    r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWT
-    r"\bgwt_[A-Za-z0-9_-]{16,}",  # this gateway's API tokens
-    r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}",  # OpenAI, Anthropic
-    r"\bgh[pousr]_[A-Za-z0-9]{20,}",  # GitHub
-    r"\bgithub_pat_[A-Za-z0-9_]{20,}",
-    r"\bglpat-[A-Za-z0-9_-]{16,}",  # GitLab
-    r"\bxox[abposr]-[A-Za-z0-9-]{10,}",  # Slack
-    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",  # AWS access key id
-    r"\bAIza[0-9A-Za-z_-]{35}",  # Google API key
-    r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}",  # Stripe
+# Token shapes, each with the literal text it must contain: a pattern runs only when its
+# literal is in the text (a substring test at C speed), so a call without any of them
+# costs a handful of ``in`` checks, not a regular expression over the whole payload.
+_TOKEN_SHAPES: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
+    (("earer", "EARER"), re.compile(r"(?i:bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")),
+    (("eyJ",), re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+    (("gwt_",), re.compile(r"\bgwt_[A-Za-z0-9_-]{16,}")),  # this gateway's API tokens
+    (("sk-",), re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}")),  # OpenAI, Anthropic
+    (("gh",), re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}")),
+    (("glpat-",), re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}")),  # GitLab
+    (("xox",), re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),  # Slack
+    (("AKIA", "ASIA"), re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),  # AWS access key id
+    (("AIza",), re.compile(r"\bAIza[0-9A-Za-z_-]{35}")),  # Google API key
+    (("k_live_", "k_test_"), re.compile(r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}")),  # Stripe
 ]
 
 
 class Redactor:
-    """Replaces known secret values and token-shaped strings; thread-safe to use.
+    """Replaces known secret values and token-shaped strings; safe to share between threads.
 
-    The pattern is rebuilt when the set of secrets changes (rarely); ``redact``
-    itself only runs one compiled regular expression over the text.
+    Known secrets are found with substring tests (fast for the few credentials a
+    process uses); the set is replaced whole when it changes, never mutated.
     """
 
     def __init__(self) -> None:
-        self._secrets: frozenset[str] = frozenset()
+        self._secrets: tuple[str, ...] = ()
         self._lock = threading.Lock()
-        self._pattern = self._compile(self._secrets)
-
-    @staticmethod
-    def _compile(secrets: Iterable[str]) -> re.Pattern[str]:
-        # Longest first, so a secret containing another is replaced whole.
-        literal = [re.escape(s) for s in sorted(secrets, key=len, reverse=True)]
-        return re.compile("|".join([*literal, *_TOKEN_SHAPES]))
 
     @staticmethod
     def _forms(value: str) -> set[str]:
         # The value as it appears in raw text and inside JSON text (escaped).
         forms = {value}
-        escaped = json.dumps(value, ensure_ascii=False)[1:-1]
-        forms.add(escaped)
+        forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
         forms.add(json.dumps(value)[1:-1])
         return forms
 
+    @classmethod
+    def _clean(cls, values: Iterable[str]) -> set[str]:
+        return {
+            form
+            for value in values
+            if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH
+            for form in cls._forms(value)
+        }
+
     def add(self, values: Iterable[str]) -> None:
         """Register secret values (short ones are ignored)."""
-        new = {
-            form
-            for value in values
-            if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH
-            for form in self._forms(value)
-        }
-        if new <= self._secrets:
+        new = self._clean(values)
+        if new <= set(self._secrets):
             return
         with self._lock:
-            merged = self._secrets | new
-            self._pattern = self._compile(merged)
-            self._secrets = merged
+            merged = set(self._secrets) | new
+            # Longest first, so a secret containing another is replaced whole.
+            self._secrets = tuple(sorted(merged, key=len, reverse=True))
 
     def replace_all(self, values: Iterable[str]) -> None:
-        """Make ``values`` the registered secrets (a full refresh from the database)."""
-        fresh = frozenset(
-            form
-            for value in values
-            if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH
-            for form in self._forms(value)
-        )
-        if fresh == self._secrets:
-            return
+        """Make ``values`` the registered secrets (a full refresh)."""
         with self._lock:
-            self._pattern = self._compile(fresh)
-            self._secrets = fresh
+            self._secrets = tuple(sorted(self._clean(values), key=len, reverse=True))
 
     @property
     def longest(self) -> int:
@@ -102,10 +91,18 @@ class Redactor:
         """The text with secrets replaced, and whether anything was."""
         if not text:
             return text, False
-        pattern = self._pattern
-        if pattern.search(text) is None:
-            return text, False
-        return pattern.sub(REDACTED, text), True
+        changed = False
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+                changed = True
+        for literals, pattern in _TOKEN_SHAPES:
+            for literal in literals:
+                if literal in text:
+                    text, count = pattern.subn(REDACTED, text)
+                    changed = changed or count > 0
+                    break
+        return text, changed
 
 
 redactor = Redactor()

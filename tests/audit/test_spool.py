@@ -108,3 +108,29 @@ def test_the_size_trigger_wakes_the_writer(tmp_path):
     assert not writer._wake.is_set()
     writer.append(_record(3))
     assert writer._wake.is_set()
+
+
+def test_the_database_insert_ignores_records_already_stored(db, admin):
+    from audit.models import AuditRecord
+    from audit.recorder import records_insert
+
+    records = [
+        {
+            "id": record_id_new(),
+            "at": 1_700_000_000.0 + n,
+            "organization_id": str(admin.organization.pk),
+            "endpoint_id": str(admin.organization.pk),
+            "method": "tools/call",
+            "name": f"t{n}",
+            "status": "success",
+            "is_error": False,
+        }
+        for n in range(3)
+    ]
+    records_insert(records)
+    records_insert(records)  # a replay of the same segment
+
+    stored = AuditRecord.objects.order_by("at")
+    assert [r.name for r in stored] == ["t0", "t1", "t2"]
+    assert stored[0].at.timestamp() == 1_700_000_000.0
+    assert stored[0].endpoint_id == admin.organization.pk
