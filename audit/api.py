@@ -7,7 +7,7 @@ from typing import Any
 
 from django.http import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,8 +16,10 @@ from rest_framework.views import APIView
 from audit import selectors
 from audit.exports import export_response
 from audit.models import AuditRecord, ManagementEvent
-from gateway_project.api_errors import error_response
-from oauth.permissions import IsOrganizationMember, api_membership
+from audit.selectors import audit_retention_days
+from audit.services import audit_policy_set
+from gateway_project.api_errors import error_response, request_body_object
+from oauth.permissions import IsAdminOrReadOnly, IsOrganizationMember, api_membership
 
 NOT_FOUND = "Audit record not found"
 
@@ -220,3 +222,40 @@ class AuditEventListApi(APIView):
         assert membership is not None
         events = selectors.management_event_list(membership=membership, limit=200)
         return Response({"events": ManagementEventSerializer(events, many=True).data})
+
+
+class AuditPolicyApi(APIView):
+    """How many days the organisation's records are kept (default 90); admins change it."""
+
+    permission_classes = [IsAdminOrReadOnly]
+
+    @extend_schema(
+        operation_id="audit_policy_retrieve",
+        responses={
+            200: inline_serializer("AuditPolicy", {"retentionDays": serializers.IntegerField()})
+        },
+    )
+    def get(self, request: Request) -> Response:
+        membership = api_membership(request)
+        assert membership is not None
+        return Response(
+            {"retentionDays": audit_retention_days(organization=membership.organization)}
+        )
+
+    @extend_schema(
+        operation_id="audit_policy_partial_update",
+        request=inline_serializer("AuditPolicyIn", {"retentionDays": serializers.IntegerField()}),
+        responses={
+            200: inline_serializer("AuditPolicyOut", {"retentionDays": serializers.IntegerField()})
+        },
+    )
+    def patch(self, request: Request) -> Response:
+        membership = api_membership(request)
+        assert membership is not None
+        body = request_body_object(request)
+        if isinstance(body, Response):
+            return body
+        policy = audit_policy_set(
+            organization=membership.organization, retention_days=body.get("retentionDays")
+        )
+        return Response({"retentionDays": policy.retention_days})

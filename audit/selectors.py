@@ -282,3 +282,15 @@ def audit_record_export_rows(
                 return
 
     return rows()
+
+
+def audit_retention_days(*, organization: Any) -> int:
+    """How many days the organisation's records are kept."""
+    from audit.models import DEFAULT_RETENTION_DAYS, AuditPolicy
+
+    days = (
+        AuditPolicy.objects.filter(organization=organization)
+        .values_list("retention_days", flat=True)
+        .first()
+    )
+    return DEFAULT_RETENTION_DAYS if days is None else int(days)

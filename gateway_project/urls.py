@@ -69,6 +69,7 @@ api_urlpatterns = [
         audit_api.AuditLogDetailApi.as_view(),
         name="api-audit-log-detail",
     ),
+    path("api/audit-policy", audit_api.AuditPolicyApi.as_view(), name="api-audit-policy"),
     path("api/audit-events", audit_api.AuditEventListApi.as_view(), name="api-audit-event-list"),
     re_path(r"^api/", api_not_found),
 ]

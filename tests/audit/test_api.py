@@ -151,3 +151,25 @@ def test_the_export_reads_in_keyset_batches_not_the_whole_table(
     with django_assert_num_queries(3):  # two more batches and the empty end
         rest = list(generator)
     assert len(rest) == 29
+
+
+def test_admins_set_the_retention_and_members_read_it(admin, member):
+    assert member.api().get("/api/audit-policy").json() == {"retentionDays": 90}
+    refused = member.api().patch("/api/audit-policy", {"retentionDays": 30}, format="json")
+    assert refused.status_code == 403
+    changed = admin.api().patch("/api/audit-policy", {"retentionDays": 30}, format="json")
+    assert changed.json() == {"retentionDays": 30}
+    bad = admin.api().patch("/api/audit-policy", {"retentionDays": 0}, format="json")
+    assert bad.status_code == 400 and "retentionDays" in bad.json()["details"]
+    assert member.api().get("/api/audit-policy").json() == {"retentionDays": 30}
+
+
+def test_the_changes_list_is_for_admins_and_auditors(admin, member, auditor):
+    admin.api().patch("/api/audit-policy", {"retentionDays": 30}, format="json")
+    admin.api().post("/api/mcp-endpoints", {"name": "Support"}, format="json")
+    events = auditor.api().get("/api/audit-events").json()["events"]
+    # Newest first; the fixtures' tokens were made with no acting user (like the command).
+    assert [e["action"] for e in events] == ["endpoint.created"] + ["token.created"] * 3
+    assert events[0]["actorName"] == "alice" and events[0]["targetName"] == "Support"
+    assert events[1]["actorId"] is None
+    assert member.api().get("/api/audit-events").json() == {"events": []}
