@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
 from audit import selectors
 from audit.exports import export_response
+from audit.services import audit_policy_set
 from oauth.decorators import membership_required
 
 
@@ -40,6 +43,7 @@ def activity_list_view(request: HttpRequest) -> HttpResponse:
             "sees_all": selectors.audit_sees_all(membership),
             "query": query.urlencode(),
             "error": error,
+            "retention_days": selectors.audit_retention_days(organization=membership.organization),
         },
         status=400 if error else 200,
     )
@@ -93,3 +97,19 @@ def activity_changes_view(request: HttpRequest) -> HttpResponse:
             "sees_all": selectors.audit_sees_all(membership),
         },
     )
+
+
+@membership_required(admin=True)
+@require_POST
+def activity_retention_view(request: HttpRequest) -> HttpResponse:
+    """Admins set how many days records are kept."""
+    try:
+        policy = audit_policy_set(
+            organization=request.membership.organization,  # type: ignore[attr-defined]
+            retention_days=request.POST.get("retention_days"),
+        )
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, f"Activity is now kept for {policy.retention_days} days.")
+    return redirect("activity")

@@ -147,6 +147,7 @@ ui_urlpatterns = [
         name="endpoint-entry-review",
     ),
     path("activity/", audit_views.activity_list_view, name="activity"),
+    path("activity/retention", audit_views.activity_retention_view, name="activity-retention"),
     path("activity/changes", audit_views.activity_changes_view, name="activity-changes"),
     path("activity/export.<str:fmt>", audit_views.activity_export_view, name="activity-export"),
     path("activity/<str:record_id>", audit_views.activity_detail_view, name="activity-detail"),

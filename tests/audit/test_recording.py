@@ -229,3 +229,37 @@ def test_waiting_records_are_flushed_on_shutdown(live_gateway, audited_endpoint,
     gateway.process.wait(timeout=15)
 
     assert AuditRecord.objects.count() == 5
+
+
+def test_handshake_and_legacy_sse_calls_carry_their_session_and_version(
+    live_gateway, audited_endpoint, admin
+):
+    import asyncio
+
+    import httpx2
+    from mcp import Client
+    from mcp.client.sse import sse_client
+    from mcp.client.streamable_http import streamable_http_client
+
+    audited_endpoint()
+    gateway = live_gateway()
+    url = gateway.endpoint_url("audited")
+
+    async def scenario():
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {admin.token}"}, timeout=30)
+        client = Client(streamable_http_client(url, http_client=http), mode="legacy", cache=None)
+        async with http, client:
+            await client.session.call_tool("paged__tool_00", {})
+        headers = {"Authorization": f"Bearer {admin.token}"}
+        async with Client(sse_client(url + "/sse", headers=headers), mode="legacy") as legacy:
+            await legacy.session.call_tool("paged__tool_01", {})
+
+    asyncio.run(scenario())
+
+    records = {r.name: r for r in wait_for_records(2)}
+    handshake, legacy = records["paged__tool_00"], records["paged__tool_01"]
+    assert handshake.protocol_version == "2025-11-25" and len(handshake.session_id) == 32
+    assert legacy.protocol_version == "2024-11-05" and len(legacy.session_id) == 32
+    assert handshake.session_id != legacy.session_id
+    assert handshake.status == legacy.status == "success"
+    assert handshake.client_software  # the clientInfo of its initialize

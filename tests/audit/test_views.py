@@ -67,3 +67,14 @@ def test_the_export_downloads_the_filtered_set(admin, client):
     assert response.streaming
     assert len(b"".join(response.streaming_content).splitlines()) == 2
     assert client.get("/activity/?status=nope").status_code == 400
+
+
+def test_an_admin_sets_the_retention_on_the_activity_page(admin, auditor, client):
+    client.force_login(auditor.user)
+    assert b"kept for 90 days" in client.get("/activity/").content
+    assert client.post("/activity/retention", {"retention_days": "30"}).status_code == 403
+    client.force_login(admin.user)
+    client.post("/activity/retention", {"retention_days": "30"})
+    assert b"kept for 30 days" in client.get("/activity/").content
+    client.post("/activity/retention", {"retention_days": "zero"})
+    assert b"kept for 30 days" in client.get("/activity/").content
