@@ -190,29 +190,55 @@ class SpoolWriter:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._tag = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self._last_warning = 0.0
 
     # hot path ----------------------------------------------------------------------
 
     def append(self, record: Record) -> None:
-        """Write the record to the spool (crash-safe) and queue it for the next batch."""
+        """Write the record to the spool (crash-safe) and queue it for the next batch.
+
+        Never raises: if the spool cannot be written (disk full, permissions) the
+        record still goes to the database with the next batch, only without the
+        crash protection, and the failure is logged.
+        """
         line = (_dumps(record) + "\n").encode()
         with self._lock:
-            if self._fd is None:
-                self._open_segment()
-            assert self._fd is not None
-            os.write(self._fd, line)
+            try:
+                if self._fd is None:
+                    self._open_segment()
+                assert self._fd is not None
+                os.write(self._fd, line)
+            except OSError:
+                self._spool_failed()
             self._buffer.append(record)
             waiting = len(self._buffer)
         if waiting >= self.batch_size:
             self._wake.set()
 
+    def _spool_failed(self) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 60:
+            self._last_warning = now
+            logger.warning(
+                "Activity log: cannot write the spool in %s", self.directory, exc_info=True
+            )
+
     def _open_segment(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._sequence += 1
-        path = self.directory / f"spool-{self._tag}-{self._sequence:06d}.jsonl"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        # Held while this process lives: replayers skip segments someone writes to.
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        name = f"spool-{self._tag}-{self._sequence:06d}.jsonl"
+        # Created under a name replayers ignore, locked, then renamed: a replayer never
+        # sees a segment that is not yet locked (it would take it and delete it).
+        creating = self.directory / f".{name}.new"
+        fd = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            # Held while this process lives: replayers skip segments someone writes to.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path = self.directory / name
+            os.rename(creating, path)
+        except OSError:
+            os.close(fd)
+            raise
         self._fd, self._path = fd, path
 
     @property
@@ -276,6 +302,11 @@ class SpoolWriter:
             return 0
         if self.on_replay is not None:
             self.on_replay()
+        for creating in self.directory.glob(".spool-*.new"):
+            # A process died between creating a segment and naming it: always empty.
+            with contextlib.suppress(OSError):
+                if time.time() - creating.stat().st_mtime > 60:
+                    creating.unlink()
         stored = 0
         for path in sorted(self.directory.glob("spool-*.jsonl")):
             if path == self._path:
@@ -531,6 +562,22 @@ async def engine_handle(
     if pii and isinstance(response.get("result"), dict):
         response["result"] = pii_redact(response["result"], found)
     if settings.GATEWAY_AUDIT_ENABLED:
+        _record_call(ctx, message, response, status, started_at, started, request, found)
+    return response, status
+
+
+def _record_call(
+    ctx: Any,
+    message: dict[str, Any],
+    response: dict[str, Any],
+    status: int,
+    started_at: float,
+    started: float,
+    request: Any,
+    found: set[str],
+) -> None:
+    # A failure to record must never fail the call it records.
+    try:
         try:
             length = int(request.headers.get("content-length") or 0)
         except ValueError:
@@ -546,7 +593,8 @@ async def engine_handle(
             pii_found=found,
         )
         writer().append(record)
-    return response, status
+    except Exception:
+        logger.exception("Activity log: could not record a call")
 
 
 # --- refused before the engine (unauthorized, revoked, forbidden, rate-limited) ---------------

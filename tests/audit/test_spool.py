@@ -134,3 +134,38 @@ def test_the_database_insert_ignores_records_already_stored(db, admin):
     assert [r.name for r in stored] == ["t0", "t1", "t2"]
     assert stored[0].at.timestamp() == 1_700_000_000.0
     assert stored[0].endpoint_id == admin.organization.pk
+
+
+def test_a_replayer_running_all_along_never_loses_or_breaks_a_writers_records(tmp_path):
+    import threading
+
+    stored = Store()
+    writer = SpoolWriter(tmp_path, insert=stored)
+    replayer = SpoolWriter(tmp_path, insert=stored)  # another process's replay loop
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def replay_forever() -> None:
+        while not stop.is_set():
+            try:
+                replayer.replay()
+            except BaseException as error:  # pragma: no cover (the failure we look for)
+                errors.append(error)
+
+    thread = threading.Thread(target=replay_forever)
+    thread.start()
+    try:
+        appended = []
+        for n in range(3000):
+            record = _record(n)
+            appended.append(record["id"])
+            writer.append(record)  # must never raise
+            if n % 50 == 49:
+                writer.flush()  # a new segment is created after each flush
+        writer.flush()
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert set(stored.rows) == set(appended)
+    assert list(tmp_path.glob("*.jsonl")) == []
