@@ -23,6 +23,7 @@ ENDPOINT_FIELDS = {
     "access",
     "memberIds",
     "prefixToolNames",
+    "piiFilter",
     "createdAt",
     "updatedAt",
 }
