@@ -28,12 +28,12 @@ import hashlib
 import json
 import logging
 import os
+import random
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -59,17 +59,21 @@ Inserter = Callable[[list[Record]], None]
 def record_id_new(now: float | None = None) -> str:
     """A UUID version 7 (milliseconds, then random bits): ids sort by time."""
     ms = int((time.time() if now is None else now) * 1000)
-    rand = int.from_bytes(os.urandom(10), "big")
+    # random is re-seeded in a forked child, and 74 random bits per millisecond
+    # make a collision between processes negligible.
+    rand = random.getrandbits(80)
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= ((rand >> 64) & 0xFFF) << 64
     value |= 0b10 << 62
     value |= rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+# One encoder for every record: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+_dumps = _ENCODER.encode
 
 
 def _size(text: str) -> int:
@@ -92,8 +96,14 @@ def _clip(text: str, limit: int) -> tuple[str, bool, bool]:
 
 
 def session_digest(session_id: str | None) -> str:
+    """A short digest of the (signed) session id: enough to group a session's calls."""
     if not session_id:
         return ""
+    return _digest(session_id)
+
+
+@lru_cache(maxsize=4096)
+def _digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()[:32]
 
 
