@@ -69,11 +69,16 @@ def start_gateway(
     data_dir: Path | None = None,
     database_url: str | None = None,
     redis_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> GatewayTarget:
-    """Deploy the gateway in front of ``upstream_urls`` and start ``processes`` daphnes."""
+    """Deploy the gateway in front of ``upstream_urls`` and start ``processes`` daphnes.
+
+    ``extra_env`` is added to the daphnes' environment (e.g. the activity log off).
+    """
     setup = prepare_gateway(
         upstream_urls, data_dir=data_dir, database_url=database_url, redis_url=redis_url
     )
+    setup.env.update(extra_env or {})
     ports, pids = start_daphne(setup, processes=processes)
     urls = [f"http://127.0.0.1:{port}/mcp/{setup.endpoint_slug}" for port in ports]
     return GatewayTarget(urls, setup.bearer_token, pids)

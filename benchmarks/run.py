@@ -48,6 +48,9 @@ PEER_VENV = BENCH / ".venv-peer"
 PEER_REQUIREMENTS = BENCH / "requirements-peer.txt"
 RESULTS = BENCH / "results"
 TARGETS = ("direct", "peer", "gateway")
+# The gateway again with the activity log off (GATEWAY_AUDIT_ENABLED=false), calls only:
+# its throughput beside the gateway's shows what recording costs (issue 7: <= 15%).
+AUDIT_OFF = "gateway-audit-off"
 START_TIMEOUT = 90.0
 
 
@@ -406,6 +409,8 @@ def table(summary: dict[str, Any], rss: dict[str, dict[str, float | None]]) -> l
     rows.append(("added p50 over direct, c=1 (ms)", added, 3))
     row("throughput, c=16 (calls/s)", "call_c16", "throughput", 0)
     row("throughput, c=64 (calls/s)", "call_c64", "throughput", 0)
+    off = _get(summary, AUDIT_OFF, "call_c16", "throughput")
+    rows.append(("throughput, c=16, audit log off", {"gateway": off}, 0))
     row("tools/call p50, c=16 (ms)", "call_c16", "p50Ms", 2)
     row("proxy CPU per call, c=1 (ms)", "call_c1", "proxyCpuMsPerCall", 3)
     row("proxy CPU per call, c=16 (ms)", "call_c16", "proxyCpuMsPerCall", 3)
@@ -467,6 +472,10 @@ def verdicts(summary: dict[str, Any]) -> list[str]:
         lines.append("gateway: not measured (--targets left it out)")
         return lines
     gateway_p50 = _get(summary, "gateway", "call_c1", "p50Ms")
+    audit_ratio = _ratio_value(
+        _get(summary, "gateway", "call_c16", "throughput"),
+        _get(summary, AUDIT_OFF, "call_c16", "throughput"),
+    )
     checks: list[tuple[str, float | None, Callable[[float], bool]]] = [
         (
             "added latency at p50 over direct <= 1.5 ms (c=1)",
@@ -490,6 +499,11 @@ def verdicts(summary: dict[str, Any]) -> list[str]:
             "tools/list over 10 connections <= 5 ms p50",
             _get(summary, "gateway", "list_10", "p50Ms"),
             lambda v: v <= 5.0,
+        ),
+        (
+            "activity log costs <= 15% of throughput at c=16 (% lost, on vs off)",
+            None if audit_ratio is None else 100 * (1 - audit_ratio),
+            lambda v: v <= 15.0,
         ),
         (
             "zero errors at c=64",
@@ -560,6 +574,18 @@ def build_targets(
             one = Part([one_url], [one_pid], paths("peer", 1))
             many = Part([many_url], [many_pid], paths("peermany", args.connections))
             targets.append(Target("peer", {"call": one, "list1": one, "list10": many}))
+        elif name == AUDIT_OFF:
+            gateway = gateway_target.start_gateway(
+                urls("gwoff", 1),
+                processes=args.gateway_processes,
+                data_dir=logs / "gateway-gwoff",
+                database_url=args.database_url,
+                redis_url=args.redis_url,
+                extra_env={"GATEWAY_AUDIT_ENABLED": "false"},
+            )
+            processes.gateway_pids += gateway.pids
+            off = Part(gateway.mcp_urls, gateway.pids, paths("gwoff", 1), gateway.bearer_token)
+            targets.append(Target(AUDIT_OFF, {"call": off}))
         elif name == "gateway":
             # Two deployments, like the peer's: one connection, and --connections of them.
             deployed: list[Part] = []
@@ -586,7 +612,9 @@ def build_targets(
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--targets", default=",".join(TARGETS), help="e.g. direct,peer,gateway")
+    parser.add_argument(
+        "--targets", default=",".join((*TARGETS, AUDIT_OFF)), help="e.g. direct,peer,gateway"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per run")
@@ -609,7 +637,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 1.0, 0.3
-    unknown = set(args.targets.split(",")) - set(TARGETS)
+    unknown = set(args.targets.split(",")) - {*TARGETS, AUDIT_OFF}
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     return args
@@ -617,7 +645,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parse_args(argv)
-    wanted = [t for t in TARGETS if t in args.targets.split(",")]
+    wanted = [t for t in (*TARGETS, AUDIT_OFF) if t in args.targets.split(",")]
     processes = Processes()
     logs = Path(tempfile.mkdtemp(prefix="mcp-bench-logs-"))
     load_before = os.getloadavg()

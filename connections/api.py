@@ -183,7 +183,9 @@ class ConnectionListApi(APIView):
         serializer = ConnectionInSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         connection = services.connection_create(
-            organization=membership.organization, **_service_kwargs(serializer.validated_data)
+            organization=membership.organization,
+            actor=request.user,
+            **_service_kwargs(serializer.validated_data),
         )
         return Response(ConnectionOutSerializer(connection).data, status=201)
 
@@ -232,7 +234,7 @@ class ConnectionDetailApi(_OneConnectionApi):
         serializer = ConnectionInSerializer(data=body, partial=True)
         serializer.is_valid(raise_exception=True)
         connection = services.connection_update(
-            connection=connection, **_service_kwargs(serializer.validated_data)
+            connection=connection, actor=request.user, **_service_kwargs(serializer.validated_data)
         )
         return Response(ConnectionOutSerializer(connection).data)
 
@@ -244,7 +246,7 @@ class ConnectionDetailApi(_OneConnectionApi):
         connection = self._connection(request, connection_id)
         if connection is None:
             return error_response(404, NOT_FOUND)
-        services.connection_delete(connection=connection)
+        services.connection_delete(connection=connection, actor=request.user)
         return Response(status=204)
 
 

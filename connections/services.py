@@ -18,6 +18,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
+from audit.redaction import secret_values_register
+from audit.services import management_event_record
 from connections.models import (
     AuthType,
     CatalogEntry,
@@ -573,13 +575,15 @@ def connection_create(
     command: Any = None,
     args: Any = None,
     env: Any = None,
+    actor: Any = None,
 ) -> Connection:
     """Register an upstream MCP server, or raise ``ValidationError`` with per-field messages.
 
     An HTTP server needs ``server_url``; a stdio server (``transport="stdio"``,
     only while ``GATEWAY_ALLOW_STDIO`` is on) needs ``command``, takes ``args``
     and its secrets as ``env``. ``slug`` (the prefix of its tools' public names)
-    defaults to one derived from the name.
+    defaults to one derived from the name. ``actor`` (the acting user) is recorded
+    in the activity log.
     """
     errors: dict[str, list[str]] = {}
     clean_name = _clean_name(name, errors)
@@ -618,6 +622,19 @@ def connection_create(
     )
     _save(connection)
     _check_soon(connection)
+    management_event_record(
+        organization_id=organization.pk,
+        action="connection.created",
+        target_type="connection",
+        target_id=connection.pk,
+        target_name=connection.name,
+        actor=actor,
+        details={
+            "transport": connection.transport,
+            "authType": connection.auth_type,
+            "credentialSet": connection.credential is not None,
+        },
+    )
     return connection
 
 
@@ -653,6 +670,7 @@ def connection_update(
     command: Any = UNSET,
     args: Any = UNSET,
     env: Any = UNSET,
+    actor: Any = None,
 ) -> Connection:
     """Change the given fields of a connection; arguments left ``UNSET`` keep their value.
 
@@ -709,6 +727,16 @@ def connection_update(
             connection.auth_type,
         )
     ) or any(value is not UNSET for value in (token, headers, env))
+    before = {
+        "name": connection.name,
+        "slug": connection.slug,
+        "serverUrl": connection.server_url,
+        "command": connection.command,
+        "args": connection.args,
+        "transport": connection.transport,
+        "authType": connection.auth_type,
+        "instructions": connection.instructions,
+    }
     connection.name = new_name
     connection.slug = new_slug
     connection.server_url = reach.server_url
@@ -722,12 +750,47 @@ def connection_update(
     _save(connection)
     if reach_changed:
         _check_soon(connection)
+    after = {
+        "name": connection.name,
+        "slug": connection.slug,
+        "serverUrl": connection.server_url,
+        "command": connection.command,
+        "args": connection.args,
+        "transport": connection.transport,
+        "authType": connection.auth_type,
+        "instructions": connection.instructions,
+    }
+    changed = sorted(key for key in after if after[key] != before[key])
+    event = {
+        "organization_id": connection.organization_id,
+        "target_type": "connection",
+        "target_id": connection.pk,
+        "target_name": connection.name,
+        "actor": actor,
+    }
+    if changed:
+        management_event_record(action="connection.updated", details={"fields": changed}, **event)
+    secrets = [
+        n for n, v in (("token", token), ("headers", headers), ("env", env)) if v is not UNSET
+    ]
+    if secrets:
+        management_event_record(
+            action="connection.credentials_changed", details={"fields": secrets}, **event
+        )
     return connection
 
 
 @transaction.atomic
-def connection_delete(*, connection: Connection) -> None:
+def connection_delete(*, connection: Connection, actor: Any = None) -> None:
     """Remove a connection and its stored credential."""
+    management_event_record(
+        organization_id=connection.organization_id,
+        action="connection.deleted",
+        target_type="connection",
+        target_id=connection.pk,
+        target_name=connection.name,
+        actor=actor,
+    )
     connection.delete()
 
 
@@ -751,6 +814,10 @@ def upstream_target_for(*, connection: Connection) -> UpstreamTarget:
             "credential",
             "The stored credential cannot be decrypted with the configured encryption keys.",
         )
+    # The activity log never writes these values, wherever they turn up (issue 7).
+    secret_values_register(
+        [connection.token or "", *connection.headers.values(), *connection.env.values()]
+    )
     if connection.is_stdio:
         return UpstreamTarget(
             url="",

@@ -41,6 +41,7 @@ def connection_create_view(request: HttpRequest) -> HttpResponse:
         try:
             connection = services.connection_create(
                 organization=request.membership.organization,  # type: ignore[attr-defined]
+                actor=request.user,
                 **form.service_arguments(),
             )
         except ValidationError as error:
@@ -86,7 +87,9 @@ def connection_edit_view(request: HttpRequest, connection_id: str) -> HttpRespon
     form = ConnectionForm(request.POST or None, connection=connection)
     if request.method == "POST" and form.is_valid():
         try:
-            services.connection_update(connection=connection, **form.service_arguments())
+            services.connection_update(
+                connection=connection, actor=request.user, **form.service_arguments()
+            )
         except ValidationError as error:
             form.add_service_errors(error)
             connection.refresh_from_db()
@@ -102,7 +105,7 @@ def connection_delete_view(request: HttpRequest, connection_id: str) -> HttpResp
     connection = _connection_or_404(request, connection_id)
     if request.method == "POST":
         name = connection.name
-        services.connection_delete(connection=connection)
+        services.connection_delete(connection=connection, actor=request.user)
         messages.success(request, f"Connection “{name}” deleted.")
         return redirect("connection-list")
     return render(request, "connections/delete.html", {"connection": connection})

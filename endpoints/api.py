@@ -39,6 +39,7 @@ class EndpointOutSerializer(serializers.ModelSerializer[Endpoint]):
     memberIds = serializers.SerializerMethodField()
     prefixToolNames = serializers.BooleanField(source="prefix_names")
     maxAccessDuration = serializers.IntegerField(source="max_access_seconds")
+    piiFilter = serializers.BooleanField(source="pii_filter")
     createdAt = serializers.DateTimeField(source="created_at")
     updatedAt = serializers.DateTimeField(source="updated_at")
 
@@ -56,6 +57,7 @@ class EndpointOutSerializer(serializers.ModelSerializer[Endpoint]):
             "memberIds",
             "prefixToolNames",
             "maxAccessDuration",
+            "piiFilter",
             "createdAt",
             "updatedAt",
         ]
@@ -76,7 +78,8 @@ class EndpointInSerializer(serializers.Serializer[Any]):
     ``connectionIds`` and ``memberIds`` (user ids) replace the lists when given;
     ``access`` is ``organization`` (every admin and member) or ``members`` (the
     chosen ones; admins always). ``prefixToolNames: false`` serves names bare
-    where no other connected server has the same one.
+    where no other connected server has the same one. ``piiFilter: true`` redacts
+    e-mail addresses, phone numbers, SSNs, card numbers and IP addresses in results.
     """
 
     name = serializers.CharField(max_length=services.NAME_MAX, trim_whitespace=True)
@@ -95,6 +98,7 @@ class EndpointInSerializer(serializers.Serializer[Any]):
         required=False,
         help_text="The longest access (seconds) a user may grant an AI client on this endpoint.",
     )
+    piiFilter = serializers.BooleanField(required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = (
@@ -116,6 +120,7 @@ _FIELD_TO_ARG = {
     "memberIds": "member_ids",
     "prefixToolNames": "prefix_names",
     "maxAccessDuration": "max_access_seconds",
+    "piiFilter": "pii_filter",
 }
 
 
@@ -153,7 +158,9 @@ class EndpointListApi(APIView):
         serializer = EndpointInSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         endpoint = services.endpoint_create(
-            organization=membership.organization, **_service_kwargs(serializer.validated_data)
+            organization=membership.organization,
+            actor=request.user,
+            **_service_kwargs(serializer.validated_data),
         )
         fresh = selectors.endpoint_get(
             organization=membership.organization, endpoint_id=endpoint.pk
@@ -202,7 +209,9 @@ class EndpointDetailApi(_OneEndpointApi):
             return body
         serializer = EndpointInSerializer(data=body, partial=True)
         serializer.is_valid(raise_exception=True)
-        services.endpoint_update(endpoint=endpoint, **_service_kwargs(serializer.validated_data))
+        services.endpoint_update(
+            endpoint=endpoint, actor=request.user, **_service_kwargs(serializer.validated_data)
+        )
         return Response(EndpointOutSerializer(self._endpoint(request, endpoint_id)).data)
 
     @extend_schema(
@@ -213,7 +222,7 @@ class EndpointDetailApi(_OneEndpointApi):
         endpoint = self._endpoint(request, endpoint_id)
         if endpoint is None:
             return error_response(404, NOT_FOUND)
-        services.endpoint_delete(endpoint=endpoint)
+        services.endpoint_delete(endpoint=endpoint, actor=request.user)
         return Response(status=204)
 
 
@@ -362,7 +371,7 @@ class _EndpointCatalogApi(_OneEndpointApi):
         if isinstance(body, Response):
             return body
         changes = _parse_changes(body, self.group)
-        services.endpoint_catalog_update(endpoint=endpoint, changes=changes)
+        services.endpoint_catalog_update(endpoint=endpoint, changes=changes, actor=request.user)
         return Response(self._payload(endpoint))
 
 

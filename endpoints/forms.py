@@ -23,6 +23,7 @@ API_FIELD_TO_FORM = {
     "memberIds": "members",
     "prefixToolNames": "prefix_names",
     "maxAccessDuration": "max_access_seconds",
+    "piiFilter": "pii_filter",
 }
 
 
@@ -62,6 +63,14 @@ class EndpointForm(forms.Form):
         initial=AccessDuration.QUARTER,
         help_text="Users choose how long on the consent page, up to this.",
     )
+    pii_filter = forms.BooleanField(
+        label="Redact personal data in results (PII filter)",
+        required=False,
+        help_text=(
+            "E-mail addresses, phone numbers, social security numbers, card numbers and IP "
+            "addresses are replaced before results reach the client and the activity log."
+        ),
+    )
     access = forms.ChoiceField(
         label="Who may use it",
         choices=EndpointAccess.choices,
@@ -92,6 +101,7 @@ class EndpointForm(forms.Form):
                 "connections": [str(link.connection_id) for link in endpoint.links.all()],
                 "prefix_names": endpoint.prefix_names,
                 "max_access_seconds": endpoint.max_access_seconds,
+                "pii_filter": endpoint.pii_filter,
                 "access": endpoint.access,
                 "members": [str(m.user_id) for m in endpoint.members.all()],
             }
@@ -122,6 +132,7 @@ class EndpointForm(forms.Form):
             "connection_ids": data.get("connections") or [],
             "prefix_names": bool(data.get("prefix_names")),
             "max_access_seconds": data.get("max_access_seconds") or AccessDuration.QUARTER,
+            "pii_filter": bool(data.get("pii_filter")),
             "access": data["access"],
             "member_ids": [int(user_id) for user_id in data.get("members") or []],
         }

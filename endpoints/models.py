@@ -53,6 +53,9 @@ class Endpoint(models.Model):
     max_access_seconds = models.PositiveIntegerField(
         choices=AccessDuration.choices, default=AccessDuration.QUARTER
     )
+    # Redact e-mail addresses, phone numbers, SSNs, card numbers and IP addresses in
+    # results before they reach the client (and the activity log).
+    pii_filter = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -8,6 +8,7 @@ failures into short messages that name the server and leak nothing else.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -147,6 +148,7 @@ def endpoint_load(*, slug: str) -> LoadedEndpoint | None:
             for t in served.resource_templates
         },
         resolve_resource=resolve_resource,
+        pii_filter=endpoint.pii_filter,
     )
     return LoadedEndpoint(
         id=str(endpoint.pk),
@@ -279,6 +281,7 @@ class GatewayBackend:
 
         upstream_meta = {k: v for k, v in (meta or {}).items() if not k.startswith("io.model")}
         upstream_meta.pop("progressToken", None)
+        ctx.route, started = route, time.perf_counter()  # activity log (issue 7)
         try:
             target = await self._target(route)
             return await upstream_pool().call_tool(
@@ -294,8 +297,13 @@ class GatewayBackend:
             return {"content": [{"type": "text", "text": text}], "isError": True}
         except UpstreamCallError as error:
             raise ProtocolError(error.code, error.message, error.data) from None
+        finally:
+            ctx.upstream_seconds = time.perf_counter() - started
 
-    async def _forward(self, route: Route, call: str, **kwargs: Any) -> dict[str, Any]:
+    async def _forward(
+        self, ctx: CallContext, route: Route, call: str, **kwargs: Any
+    ) -> dict[str, Any]:
+        ctx.route, started = route, time.perf_counter()  # activity log (issue 7)
         try:
             target = await self._target(route)
             method = getattr(upstream_pool(), call)
@@ -309,9 +317,11 @@ class GatewayBackend:
             ) from None
         except UpstreamCallError as error:
             raise ProtocolError(error.code, error.message, error.data) from None
+        finally:
+            ctx.upstream_seconds = time.perf_counter() - started
 
     async def read_resource(self, ctx: CallContext, route: Route, uri: str) -> dict[str, Any]:
-        result = await self._forward(route, "read_resource", uri=route.upstream_name)
+        result = await self._forward(ctx, route, "read_resource", uri=route.upstream_name)
         contents = result.get("contents")
         if isinstance(contents, list):
             # Answer with the URI the client asked for, not the upstream's.
@@ -324,7 +334,7 @@ class GatewayBackend:
         self, ctx: CallContext, route: Route, arguments: dict[str, str] | None
     ) -> dict[str, Any]:
         return await self._forward(
-            route, "get_prompt", name=route.upstream_name, arguments=arguments
+            ctx, route, "get_prompt", name=route.upstream_name, arguments=arguments
         )
 
     async def complete(
@@ -337,4 +347,4 @@ class GatewayBackend:
         else:
             ref["uri"] = route.upstream_name
         upstream["ref"] = ref
-        return await self._forward(route, "complete", params=upstream)
+        return await self._forward(ctx, route, "complete", params=upstream)

@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
+from audit.services import management_event_record
 from connections.models import CatalogEntry, CatalogKind, Connection
 from endpoints import naming
 from endpoints.events import ChangeKind, endpoint_changed_on_commit
@@ -102,6 +103,13 @@ def _clean_prefix(prefix: Any, errors: Errors) -> bool:
         _add(errors, "prefixToolNames", "Give true or false.")
         return True
     return prefix
+
+
+def _clean_flag(value: Any, key: str, errors: Errors) -> bool:
+    if not isinstance(value, bool):
+        _add(errors, key, "Give true or false.")
+        return False
+    return value
 
 
 def _clean_connections(
@@ -242,11 +250,14 @@ def endpoint_create(
     member_ids: Any = (),
     prefix_names: Any = True,
     max_access_seconds: Any = AccessDuration.QUARTER,
+    pii_filter: Any = False,
+    actor: Any = None,
 ) -> Endpoint:
     """Create an endpoint, or raise ``ValidationError`` with per-field messages (API names).
 
     ``slug`` (the URL) defaults to one derived from the name. Every tool of its
-    connections starts disabled.
+    connections starts disabled. ``pii_filter`` redacts personal data in results.
+    ``actor`` (the acting user) is recorded in the activity log.
     """
     errors: Errors = {}
     clean_name = _clean_name(name, errors)
@@ -257,6 +268,7 @@ def endpoint_create(
     members = _clean_members(organization, member_ids, errors)
     clean_prefix = _clean_prefix(prefix_names, errors)
     clean_max_access = _clean_max_access(max_access_seconds, errors)
+    clean_pii = _clean_flag(pii_filter, "piiFilter", errors)
     _check_free(
         organization=organization,
         name=clean_name,
@@ -274,10 +286,20 @@ def endpoint_create(
         access=clean_access,
         prefix_names=clean_prefix,
         max_access_seconds=clean_max_access,
+        pii_filter=clean_pii,
     )
     _save(endpoint)
     _set_connections(endpoint, connections)
     endpoint.members.set(members)
+    management_event_record(
+        organization_id=organization.pk,
+        action="endpoint.created",
+        target_type="endpoint",
+        target_id=endpoint.pk,
+        target_name=endpoint.name,
+        actor=actor,
+        details={"slug": endpoint.slug, "connectionIds": [str(c.pk) for c in connections]},
+    )
     return endpoint
 
 
@@ -293,6 +315,8 @@ def endpoint_update(
     member_ids: Any = UNSET,
     prefix_names: Any = UNSET,
     max_access_seconds: Any = UNSET,
+    pii_filter: Any = UNSET,
+    actor: Any = None,
 ) -> Endpoint:
     """Change the given fields of an endpoint; arguments left ``UNSET`` keep their value.
 
@@ -322,6 +346,9 @@ def endpoint_update(
         if max_access_seconds is UNSET
         else _clean_max_access(max_access_seconds, errors)
     )
+    new_pii = (
+        endpoint.pii_filter if pii_filter is UNSET else _clean_flag(pii_filter, "piiFilter", errors)
+    )
     _check_free(
         organization=organization, name=new_name, slug=new_slug, exclude=endpoint, errors=errors
     )
@@ -339,6 +366,18 @@ def endpoint_update(
         kinds.update(("tools", "resources", "prompts"))
     if new_access != endpoint.access:
         kinds.add("access")
+    if new_pii != endpoint.pii_filter:
+        kinds.add("endpoint")
+    fields = {
+        "name": (endpoint.name, new_name),
+        "description": (endpoint.description, new_description),
+        "slug": (endpoint.slug, new_slug),
+        "access": (endpoint.access, new_access),
+        "prefixToolNames": (endpoint.prefix_names, new_prefix),
+        "piiFilter": (endpoint.pii_filter, new_pii),
+    }
+    changed = sorted(key for key, (old, new) in fields.items() if old != new)
+    endpoint.pii_filter = new_pii
     endpoint.name = new_name
     endpoint.description = new_description
     endpoint.slug = new_slug
@@ -348,20 +387,40 @@ def endpoint_update(
     _save(endpoint)
     if connections is not None and _set_connections(endpoint, connections):
         kinds.update(("tools", "resources", "prompts"))
+        changed.append("connectionIds")
     if members is not None:
         before = set(endpoint.members.values_list("pk", flat=True))
         if before != {m.pk for m in members}:
             endpoint.members.set(members)
             kinds.add("access")
+            changed.append("memberIds")
     if kinds:
         endpoint_changed_on_commit(endpoint_id=endpoint.pk, kinds=kinds)
+    if changed:
+        management_event_record(
+            organization_id=organization.pk,
+            action="endpoint.updated",
+            target_type="endpoint",
+            target_id=endpoint.pk,
+            target_name=endpoint.name,
+            actor=actor,
+            details={"fields": changed},
+        )
     return endpoint
 
 
 @transaction.atomic
-def endpoint_delete(*, endpoint: Endpoint) -> None:
+def endpoint_delete(*, endpoint: Endpoint, actor: Any = None) -> None:
     """Remove an endpoint and its toggles; its URL stops answering."""
     endpoint_id = endpoint.pk
+    management_event_record(
+        organization_id=endpoint.organization_id,
+        action="endpoint.deleted",
+        target_type="endpoint",
+        target_id=endpoint.pk,
+        target_name=endpoint.name,
+        actor=actor,
+    )
     endpoint.delete()
     endpoint_changed_on_commit(endpoint_id=endpoint_id, kinds=["deleted"])
 
@@ -475,7 +534,11 @@ def _check_aliases(
 
 
 def endpoint_catalog_update(
-    *, endpoint: Endpoint, changes: Sequence[CatalogChange], skip_held: bool = False
+    *,
+    endpoint: Endpoint,
+    changes: Sequence[CatalogChange],
+    skip_held: bool = False,
+    actor: Any = None,
 ) -> CatalogUpdate:
     """Apply toggles, aliases and description overrides, all or nothing.
 
@@ -492,12 +555,42 @@ def endpoint_catalog_update(
     for attempt in range(2):
         try:
             with transaction.atomic():
-                return _catalog_update(endpoint, changes, skip_held=skip_held)
+                result = _catalog_update(endpoint, changes, skip_held=skip_held)
+                if result.changed:
+                    _entries_changed_record(endpoint, changes, actor)
+                return result
         except IntegrityError:
             # Another request created the same toggle row first: read again and reapply.
             if attempt == 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def _entries_changed_record(
+    endpoint: Endpoint, changes: Sequence[CatalogChange], actor: Any
+) -> None:
+    """The activity log's record of toggles, aliases and description overrides."""
+    listed = []
+    for change in changes[:100]:
+        item: dict[str, Any] = {
+            "connectionId": str(change.connection_id),
+            "kind": str(change.kind),
+            "key": str(change.key),
+        }
+        for name in ("enabled", "alias", "description"):
+            value = getattr(change, name)
+            if value is not UNSET:
+                item[name] = value if name != "description" else value is not None
+        listed.append(item)
+    management_event_record(
+        organization_id=endpoint.organization_id,
+        action="endpoint.entries_changed",
+        target_type="endpoint",
+        target_id=endpoint.pk,
+        target_name=endpoint.name,
+        actor=actor,
+        details={"changes": listed, "count": len(changes)},
+    )
 
 
 def _catalog_update(
@@ -641,28 +734,33 @@ def _changes_for_entries(
 
 
 def endpoint_entries_set_enabled(
-    *, endpoint: Endpoint, entry_ids: Iterable[Any], enabled: bool
+    *, endpoint: Endpoint, entry_ids: Iterable[Any], enabled: bool, actor: Any = None
 ) -> CatalogUpdate:
     """Switch entries on or off by id (the UI's toggle and "enable/disable all shown").
 
     Enabling skips entries held for review or missing (see ``skip_held``).
     """
     changes = _changes_for_entries(endpoint, entry_ids, enabled=enabled)
-    return endpoint_catalog_update(endpoint=endpoint, changes=changes, skip_held=True)
+    return endpoint_catalog_update(endpoint=endpoint, changes=changes, skip_held=True, actor=actor)
 
 
-def endpoint_entry_accept(*, endpoint: Endpoint, entry_id: Any) -> CatalogUpdate:
+def endpoint_entry_accept(*, endpoint: Endpoint, entry_id: Any, actor: Any = None) -> CatalogUpdate:
     """Approve an entry's current upstream definition and serve it (the review's button)."""
     changes = _changes_for_entries(endpoint, [entry_id], enabled=True)
-    return endpoint_catalog_update(endpoint=endpoint, changes=changes)
+    return endpoint_catalog_update(endpoint=endpoint, changes=changes, actor=actor)
 
 
 def endpoint_entry_edit(
-    *, endpoint: Endpoint, entry_id: Any, alias: Any = UNSET, description: Any = UNSET
+    *,
+    endpoint: Endpoint,
+    entry_id: Any,
+    alias: Any = UNSET,
+    description: Any = UNSET,
+    actor: Any = None,
 ) -> CatalogUpdate:
     """Set an entry's alias and description override (blank restores the upstream's)."""
     changes = _changes_for_entries(endpoint, [entry_id], alias=alias, description=description)
-    return endpoint_catalog_update(endpoint=endpoint, changes=changes)
+    return endpoint_catalog_update(endpoint=endpoint, changes=changes, actor=actor)
 
 
 def _clean_max_access(value: Any, errors: Errors) -> int:
@@ -692,8 +790,13 @@ def endpoint_session_revoke(*, endpoint: Endpoint, membership: Membership, sessi
         if str(row.id) != str(session_id):
             continue
         if row.kind == "oauth":
-            oauth_authorization_revoke(authorization=OAuthAuthorization.objects.get(pk=row.id))
+            oauth_authorization_revoke(
+                authorization=OAuthAuthorization.objects.select_related("endpoint", "user").get(
+                    pk=row.id
+                ),
+                actor=membership.user,
+            )
         else:
-            api_token_revoke(token=ApiToken.objects.get(pk=row.id))
+            api_token_revoke(token=ApiToken.objects.get(pk=row.id), actor=membership.user)
         return True
     return False

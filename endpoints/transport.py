@@ -48,6 +48,7 @@ from mcp.shared.inbound import (
     x_mcp_header_map,
 )
 
+from audit import recorder as audit_recorder
 from connections import wirejson
 from connections.pool import pool_factory_set
 from connections.upstream import UpstreamTarget
@@ -576,11 +577,14 @@ async def mcp_app(scope: Scope, receive: Receive, send: Send) -> None:
     """ASGI entry point for ``/mcp/<slug>``, ``/mcp/<slug>/sse`` and ``…/messages``."""
     if scope["type"] != "http":
         return
+    scope["gateway.started"] = time.perf_counter()  # activity log: total latency
     request = Request.from_scope(scope)
     kwargs = scope.get("url_route", {}).get("kwargs", {})
     via_domain = not kwargs.get("slug")
     slug = kwargs.get("slug") or _slug_from_host(request)
     tail = kwargs.get("tail", "")
+    principal: Principal | None = None
+    dispatched = False
     try:
         if not _host_allowed(request):
             raise _Refusal(400, {"error": "Bad Request: this host is not served here."})
@@ -602,6 +606,7 @@ async def mcp_app(scope: Scope, receive: Receive, send: Send) -> None:
             raise _Refusal(
                 403, {"error": "You are not allowed to use this endpoint; ask an admin."}
             )
+        dispatched = True
         if tail == "sse":
             await _legacy_sse_stream(the_hub, request, receive, send, loaded, principal)
         elif tail == "messages":
@@ -617,6 +622,16 @@ async def mcp_app(scope: Scope, receive: Receive, send: Send) -> None:
                 405, {"error": "Method not allowed."}, [(b"allow", b"GET, POST, DELETE")]
             )
     except _Refusal as refusal:
+        if not dispatched:  # activity log: a refused tools/call, resources/read, prompts/get
+            await audit_recorder.refusal_record(
+                request=request,
+                receive=receive,
+                status=refusal.status,
+                body=refusal.body,
+                principal=principal,
+                slug=slug,
+                hub=hub,
+            )
         await _json(send, refusal.status, refusal.body, refusal.headers)
 
 
@@ -920,7 +935,7 @@ async def _answer(
         and "text/event-stream" in request.headers.get("accept", "")
     )
     if not wants_progress:
-        response, status = await the_hub.engine.handle(ctx, message)
+        response, status = await audit_recorder.engine_handle(the_hub.engine, ctx, message, request)
         await _json(send, status, response, headers)
         return
     await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
@@ -931,7 +946,7 @@ async def _answer(
         )
 
     ctx.notify = notify
-    response, _status = await the_hub.engine.handle(ctx, message)
+    response, _status = await audit_recorder.engine_handle(the_hub.engine, ctx, message, request)
     await send({"type": "http.response.body", "body": sse_event(response), "more_body": False})
 
 
@@ -1136,5 +1151,5 @@ async def _legacy_message(
     )
     if message["method"] in COUNTED_METHODS:
         the_hub.note_use(principal)
-    response, _status = await the_hub.engine.handle(ctx, message)
+    response, _status = await audit_recorder.engine_handle(the_hub.engine, ctx, message, request)
     await the_hub.deliver(session.channel, session.stream, response)

@@ -86,7 +86,7 @@ def endpoint_create_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             endpoint = services.endpoint_create(
-                organization=_organization(request), **form.service_arguments()
+                organization=_organization(request), actor=request.user, **form.service_arguments()
             )
         except ValidationError as error:
             form.add_service_errors(error)
@@ -103,7 +103,9 @@ def endpoint_edit_view(request: HttpRequest, endpoint_id: str) -> HttpResponse:
     form = _endpoint_form(request, endpoint)
     if request.method == "POST" and form.is_valid():
         try:
-            services.endpoint_update(endpoint=endpoint, **form.service_arguments())
+            services.endpoint_update(
+                endpoint=endpoint, actor=request.user, **form.service_arguments()
+            )
         except ValidationError as error:
             form.add_service_errors(error)
             endpoint.refresh_from_db()
@@ -119,7 +121,7 @@ def endpoint_delete_view(request: HttpRequest, endpoint_id: str) -> HttpResponse
     endpoint = _endpoint_or_404(request, endpoint_id)
     if request.method == "POST":
         name = endpoint.name
-        services.endpoint_delete(endpoint=endpoint)
+        services.endpoint_delete(endpoint=endpoint, actor=request.user)
         messages.success(request, f"Endpoint “{name}” deleted.")
         return redirect("endpoint-list")
     return render(request, "endpoints/delete.html", {"endpoint": endpoint})
@@ -212,7 +214,7 @@ def endpoint_entry_toggle_view(
     # The target state rather than "flip", so a double click cannot undo itself.
     enabled = request.POST.get("enabled") == "1"
     result = services.endpoint_entries_set_enabled(
-        endpoint=endpoint, entry_ids=[row.entry_id], enabled=enabled
+        endpoint=endpoint, entry_ids=[row.entry_id], enabled=enabled, actor=request.user
     )
     query = _query(request)
     if result.skipped:
@@ -236,7 +238,10 @@ def endpoint_entries_bulk_view(request: HttpRequest, endpoint_id: str) -> HttpRe
     level = "success"
     try:
         result = services.endpoint_entries_set_enabled(
-            endpoint=endpoint, entry_ids=request.POST.getlist("entry"), enabled=enabled
+            endpoint=endpoint,
+            entry_ids=request.POST.getlist("entry"),
+            enabled=enabled,
+            actor=request.user,
         )
     except ValidationError as error:
         level, notice = "error", " ".join(error.messages)
@@ -299,7 +304,10 @@ def endpoint_entry_view(request: HttpRequest, endpoint_id: str, entry_id: str) -
     if request.method == "POST" and form.is_valid():
         try:
             services.endpoint_entry_edit(
-                endpoint=endpoint, entry_id=row.entry_id, **form.service_arguments()
+                endpoint=endpoint,
+                entry_id=row.entry_id,
+                actor=request.user,
+                **form.service_arguments(),
             )
         except ValidationError as error:
             form.add_service_errors(error)
@@ -334,11 +342,13 @@ def endpoint_entry_review_view(
         raise Http404("Not part of this endpoint")
     try:
         if request.POST.get("decision") == "accept":
-            services.endpoint_entry_accept(endpoint=endpoint, entry_id=row.entry_id)
+            services.endpoint_entry_accept(
+                endpoint=endpoint, entry_id=row.entry_id, actor=request.user
+            )
             messages.success(request, f"Accepted the new definition of “{row.key}”; it is enabled.")
         else:
             services.endpoint_entries_set_enabled(
-                endpoint=endpoint, entry_ids=[row.entry_id], enabled=False
+                endpoint=endpoint, entry_ids=[row.entry_id], enabled=False, actor=request.user
             )
             messages.success(request, f"“{row.key}” stays disabled.")
     except ValidationError as error:

@@ -21,7 +21,11 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from audit.recorder import recorder_start  # noqa: E402
 from endpoints.transport import mcp_app  # noqa: E402
+
+# The activity log's writer: replays what a crashed process left in the spool.
+recorder_start()
 
 application = ProtocolTypeRouter(
     {

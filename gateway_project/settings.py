@@ -377,6 +377,15 @@ if GATEWAY_ENDPOINT_DOMAIN:
     ALLOWED_HOSTS = [*ALLOWED_HOSTS, f".{GATEWAY_ENDPOINT_DOMAIN}"]
 GATEWAY_UPSTREAM_IDLE_SECONDS = env_int("GATEWAY_UPSTREAM_IDLE_SECONDS", 300, minimum=1)
 GATEWAY_UPSTREAM_MAX_CONCURRENCY = env_int("GATEWAY_UPSTREAM_MAX_CONCURRENCY", 32, minimum=1)
+# The activity log (audit/): recorded off the hot path through a per-process
+# write-ahead spool, flushed to the database in batches by size and time.
+GATEWAY_AUDIT_ENABLED = env_bool("GATEWAY_AUDIT_ENABLED", True)
+GATEWAY_AUDIT_MAX_PAYLOAD = env_int("GATEWAY_AUDIT_MAX_PAYLOAD", 65536, minimum=256)
+GATEWAY_AUDIT_BATCH_SIZE = env_int("GATEWAY_AUDIT_BATCH_SIZE", 500, minimum=1, maximum=10000)
+GATEWAY_AUDIT_FLUSH_INTERVAL_MS = env_int(
+    "GATEWAY_AUDIT_FLUSH_INTERVAL_MS", 1000, minimum=10, maximum=3_600_000
+)
+GATEWAY_AUDIT_SPOOL_DIR = env_str("GATEWAY_AUDIT_SPOOL_DIR", str(DATA_DIR / "audit-spool"))
 
 CELERY_BEAT_SCHEDULE: dict[str, Any] = {
     "connections-check-due": {
@@ -387,6 +396,16 @@ CELERY_BEAT_SCHEDULE: dict[str, Any] = {
     },
     "oauth-housekeeping": {
         "task": "oauth.tasks.oauth_housekeeping",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
+    },
+    "audit-spool-replay": {
+        "task": "audit.tasks.audit_spool_replay",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
+    "audit-retention": {
+        "task": "audit.tasks.audit_retention",
         "schedule": 3600.0,
         "options": {"expires": 3600.0},
     },

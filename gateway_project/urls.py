@@ -6,6 +6,8 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from oauth2_provider import views as dot_views
 
+from audit import api as audit_api
+from audit import views as audit_views
 from connections import api as connections_api
 from connections import views as connections_views
 from endpoints import api as endpoints_api
@@ -68,6 +70,19 @@ api_urlpatterns = [
         endpoints_api.EndpointSessionDetailApi.as_view(),
         name="api-endpoint-session",
     ),
+    path("api/audit-logs", audit_api.AuditLogListApi.as_view(), name="api-audit-log-list"),
+    path(
+        "api/audit-logs/export.<str:fmt>",
+        audit_api.AuditLogExportApi.as_view(),
+        name="api-audit-log-export",
+    ),
+    path(
+        "api/audit-logs/<str:record_id>",
+        audit_api.AuditLogDetailApi.as_view(),
+        name="api-audit-log-detail",
+    ),
+    path("api/audit-policy", audit_api.AuditPolicyApi.as_view(), name="api-audit-policy"),
+    path("api/audit-events", audit_api.AuditEventListApi.as_view(), name="api-audit-event-list"),
     re_path(r"^api/", api_not_found),
 ]
 
@@ -153,6 +168,11 @@ ui_urlpatterns = [
         endpoints_views.endpoint_session_revoke_view,
         name="endpoint-session-revoke",
     ),
+    path("activity/", audit_views.activity_list_view, name="activity"),
+    path("activity/retention", audit_views.activity_retention_view, name="activity-retention"),
+    path("activity/changes", audit_views.activity_changes_view, name="activity-changes"),
+    path("activity/export.<str:fmt>", audit_views.activity_export_view, name="activity-export"),
+    path("activity/<str:record_id>", audit_views.activity_detail_view, name="activity-detail"),
     path("django-admin/", admin.site.urls),
 ]
 

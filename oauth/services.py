@@ -15,6 +15,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
+from audit.services import management_event_record
 from oauth.models import (
     ApiToken,
     Membership,
@@ -56,11 +57,13 @@ def _token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_token_create(*, organization: Organization, user: User, name: str) -> tuple[ApiToken, str]:
+def api_token_create(
+    *, organization: Organization, user: User, name: str, actor: User | None = None
+) -> tuple[ApiToken, str]:
     """Create an API token for the user in the organisation.
 
     Returns the stored token and the raw token string, which is shown once and
-    never stored.
+    never stored. ``actor`` (who created it) is recorded in the activity log.
     """
     name = (name or "").strip()
     if not name:
@@ -76,6 +79,15 @@ def api_token_create(*, organization: Organization, user: User, name: str) -> tu
         name=name,
         prefix=raw[: len(API_TOKEN_PREFIX) + 6],
         token_hash=_token_hash(raw),
+    )
+    management_event_record(
+        organization_id=organization.pk,
+        action="token.created",
+        target_type="api_token",
+        target_id=token.pk,
+        target_name=token.name,
+        actor=actor,
+        details={"user": user.get_username(), "prefix": token.prefix},
     )
     return token, raw
 
@@ -102,13 +114,21 @@ def api_token_authenticate(*, raw: str) -> ApiToken | None:
 
 
 @transaction.atomic
-def api_token_revoke(*, token: ApiToken) -> ApiToken:
+def api_token_revoke(*, token: ApiToken, actor: User | None = None) -> ApiToken:
     """Revoke a token; it stops working at once, and MCP streams opened with it close."""
     from endpoints.events import principal_revoked_on_commit
 
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        management_event_record(
+            organization_id=token.organization_id,
+            action="token.revoked",
+            target_type="api_token",
+            target_id=token.pk,
+            target_name=token.name,
+            actor=actor,
+        )
     principal_revoked_on_commit(principal_key=f"api_token:{token.pk}")
     return token
 
@@ -154,7 +174,9 @@ def oauth_usage_record(*, counts: dict[str, int]) -> None:
 
 
 @transaction.atomic
-def oauth_authorization_revoke(*, authorization: OAuthAuthorization) -> OAuthAuthorization:
+def oauth_authorization_revoke(
+    *, authorization: OAuthAuthorization, actor: User | None = None
+) -> OAuthAuthorization:
     """Revoke an authorized session: its tokens stop working and its MCP streams close.
 
     The tokens are deleted (a refresh token can no longer be exchanged, an access
@@ -167,6 +189,15 @@ def oauth_authorization_revoke(*, authorization: OAuthAuthorization) -> OAuthAut
     if authorization.revoked_at is None:
         authorization.revoked_at = timezone.now()
         authorization.save(update_fields=["revoked_at"])
+        management_event_record(
+            organization_id=authorization.endpoint.organization_id,
+            action="session.revoked",
+            target_type="oauth_session",
+            target_id=authorization.pk,
+            target_name=f"{authorization.client_name} for {authorization.user.get_username()}",
+            actor=actor,
+            details={"endpoint": authorization.endpoint.name},
+        )
     OAuthRefreshToken.objects.filter(authorization=authorization).delete()
     OAuthAccessToken.objects.filter(authorization=authorization).delete()
     principal_revoked_on_commit(principal_key=f"oauth:{authorization.pk}")

@@ -47,7 +47,10 @@ def api_token_list_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         try:
             _, new_token = services.api_token_create(
-                organization=organization, user=_user(request), name=request.POST.get("name", "")
+                organization=organization,
+                user=_user(request),
+                name=request.POST.get("name", ""),
+                actor=_user(request),
             )
         except ValidationError as exc:
             error = " ".join(m for messages_ in exc.message_dict.values() for m in messages_)
@@ -70,6 +73,6 @@ def api_token_revoke_view(request: HttpRequest, token_id: str) -> HttpResponse:
     )
     if token is None:
         raise Http404("API token not found")
-    services.api_token_revoke(token=token)
+    services.api_token_revoke(token=token, actor=_user(request))
     messages.success(request, f"Token “{token.name}” revoked.")
     return redirect("api-tokens")

@@ -43,6 +43,8 @@ class ServedView:
     prompt_routes: Mapping[str, Route] = field(default_factory=dict)
     template_routes: Mapping[str, Route] = field(default_factory=dict)
     resolve_resource: Callable[[str], Route | None] = lambda uri: None
+    # Redact personal data in results (the activity log's PII filter, issue 7).
+    pii_filter: bool = False
 
 
 ProgressSink = Callable[[dict[str, Any]], Awaitable[None]]
@@ -61,6 +63,9 @@ class CallContext:
     # Sends a notification on the request's response stream (progress); None when
     # the response cannot carry notifications.
     notify: ProgressSink | None = None
+    # Set by the backend for the activity log (issue 7): where the call went, how long it took.
+    route: Route | None = None
+    upstream_seconds: float | None = None
 
     @property
     def modern(self) -> bool:

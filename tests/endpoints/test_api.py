@@ -24,6 +24,7 @@ ENDPOINT_FIELDS = {
     "memberIds",
     "prefixToolNames",
     "maxAccessDuration",
+    "piiFilter",
     "createdAt",
     "updatedAt",
 }

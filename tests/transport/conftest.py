@@ -80,10 +80,12 @@ def start_gateway(port: int | None = None, extra_env: dict[str, str] | None = No
 
 
 @pytest.fixture
-def live_gateway(transactional_db):
+def live_gateway(transactional_db, tmp_path):
     gateways: list[LiveGateway] = []
 
     def start(port: int | None = None, **extra_env: str) -> LiveGateway:
+        # The activity log's spool of this test's gateways, away from the data folder.
+        extra_env.setdefault("GATEWAY_AUDIT_SPOOL_DIR", str(tmp_path / "audit-spool"))
         gateway = start_gateway(port, extra_env)
         gateways.append(gateway)
         return gateway

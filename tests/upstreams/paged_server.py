@@ -8,6 +8,7 @@
 - ``--tools N`` tools (default 25), listed in pages of 10, so clients must follow cursors;
 - ``whoami`` echoes the Authorization and X-* headers it received;
 - ``slow`` sleeps ``seconds`` before answering;
+- any ``tool_NN`` called with an ``echo`` argument answers with that text;
 - ``--token T`` answers 401 to any request without ``Authorization: Bearer T``;
 - a resource, a resource template and a prompt; instructions;
 - ``grow`` adds a tool and announces it (``notifications/tools/list_changed`` in the
@@ -104,6 +105,10 @@ def build(tool_count: int) -> Server[Any]:
             )
         if params.name == "slow":
             await anyio.sleep(float((params.arguments or {}).get("seconds", 5)))
+        echo = (params.arguments or {}).get("echo")
+        if echo is not None:
+            # The activity log's tests plant secrets and personal data in results this way.
+            return types.CallToolResult(content=[types.TextContent(type="text", text=str(echo))])
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=f"{params.name} ok")]
         )

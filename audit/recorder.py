@@ -1,0 +1,720 @@
+"""Recording MCP calls without slowing them: a write-ahead spool and a background writer.
+
+On the hot path (the transport's event loop) a call costs: building one dict,
+redacting and serialising its arguments and result, one ``os.write`` of a JSON
+line to this process's spool segment and a list append. No database.
+
+The spool makes a crash harmless: the line is in the kernel's page cache before
+the client gets its answer, so a killed process (even ``SIGKILL``) leaves its
+records in ``GATEWAY_AUDIT_SPOOL_DIR``. (Surviving a power cut as well would
+need an ``fsync`` per call; that is a deliberate non-goal.)
+
+A daemon thread (``SpoolWriter``) flushes the in-memory batch to the database
+every ``GATEWAY_AUDIT_FLUSH_INTERVAL_MS`` or when ``GATEWAY_AUDIT_BATCH_SIZE``
+records wait, with one bulk insert that ignores ids already stored, then deletes
+the segment. Segments that could not be inserted, and those of dead processes,
+are replayed: at start-up, every ``REPLAY_SECONDS`` by the writer, and by the
+``audit_spool_replay`` Celery task. A live writer holds an exclusive ``flock``
+on its open segment, so a replayer only ever takes segments nobody writes to;
+replaying twice is harmless because the record id is the primary key.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from audit.pii import pii_redact
+from audit.redaction import redactor
+
+logger = logging.getLogger(__name__)
+
+RECORDED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
+REPLAY_SECONDS = 30.0
+SECRETS_REFRESH_SECONDS = 30.0
+_NOT_ENABLED_MESSAGES = ("Unknown tool", "Unknown prompt", "Resource not found")
+
+Record = dict[str, Any]
+Inserter = Callable[[list[Record]], None]
+
+
+# --- ids and small helpers ----------------------------------------------------------
+
+
+def record_id_new(now: float | None = None) -> str:
+    """A UUID version 7 (milliseconds, then random bits): ids sort by time."""
+    ms = int((time.time() if now is None else now) * 1000)
+    # random is re-seeded in a forked child, and 74 random bits per millisecond
+    # make a collision between processes negligible.
+    rand = random.getrandbits(80)
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 64) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# One encoder for every record: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+_dumps = _ENCODER.encode
+
+
+def _size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _clip(text: str, limit: int) -> tuple[str, bool, bool]:
+    """Redact, then cut at ``limit`` characters: (text, truncated, redacted).
+
+    Cutting first (with room for the longest secret) bounds the regex work on
+    huge payloads; cutting again after redaction keeps the limit exact and never
+    leaves half a secret at the edge.
+    """
+    if len(text) > limit:
+        text = text[: limit + redactor.longest + 64]
+    text, redacted = redactor.redact(text)
+    if len(text) > limit:
+        return text[:limit], True, redacted
+    return text, False, redacted
+
+
+def session_digest(session_id: str | None) -> str:
+    """A short digest of the (signed) session id: enough to group a session's calls."""
+    if not session_id:
+        return ""
+    return _digest(session_id)
+
+
+@lru_cache(maxsize=4096)
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()[:32]
+
+
+# --- the spool and the background writer ---------------------------------------------------
+
+
+_INSERT: dict[str, tuple[str, list[tuple[str, Any, Callable[[Any], Any]]]]] = {}
+
+
+def _insert_plan(connection: Any) -> tuple[str, list[tuple[str, Any, Callable[[Any], Any]]]]:
+    """The INSERT statement and, per column, (record key, default, to-database adapter).
+
+    Built once per database vendor. The ORM's ``bulk_create`` costs about 0.4 ms of
+    Python per record (model instances, field preparation); this costs a few µs, and
+    the writer thread holds the GIL only for that part.
+    """
+    from django.db import models
+
+    from audit.models import AuditRecord
+
+    plan = _INSERT.get(connection.vendor)
+    if plan is not None:
+        return plan
+    quote = connection.ops.quote_name
+    columns: list[tuple[str, Any, Callable[[Any], Any]]] = []
+    names: list[str] = []
+    for field in AuditRecord._meta.concrete_fields:
+        names.append(quote(field.column))
+        default = field.get_default() if field.has_default() else (None if field.null else "")
+        adapt: Callable[[Any], Any] = _same
+        if isinstance(field, models.UUIDField):
+            adapt = _uuid_hex if connection.vendor != "postgresql" else _same
+        elif isinstance(field, models.DateTimeField):
+            adapt = partial(_moment, connection)
+        columns.append((field.attname, default, adapt))
+    table = quote(AuditRecord._meta.db_table)
+    marks = ", ".join(["%s"] * len(columns))
+    # Only the model's own (quoted) table and column names go into the statement.
+    sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608
+    plan = _INSERT[connection.vendor] = (sql, columns)
+    return plan
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _uuid_hex(value: Any) -> Any:
+    return None if value is None else str(value).replace("-", "")
+
+
+def _moment(connection: Any, value: Any) -> Any:
+    moment = datetime.fromtimestamp(float(value), UTC)
+    return connection.ops.adapt_datetimefield_value(moment)
+
+
+def records_insert(records: list[Record]) -> None:
+    """Bulk-insert records, skipping ids already stored (replays are idempotent)."""
+    from django.db import connection, transaction
+
+    sql, columns = _insert_plan(connection)
+    rows = [
+        tuple(adapt(record.get(key, default)) for key, default, adapt in columns)
+        for record in records
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+class SpoolWriter:
+    """This process's spool segment, in-memory batch and flusher thread."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        batch_size: int = 500,
+        flush_seconds: float = 1.0,
+        insert: Inserter = records_insert,
+        on_replay: Callable[[], None] | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self.insert = insert
+        self.on_replay = on_replay
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._buffer: list[Record] = []
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._sequence = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._tag = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self._last_warning = 0.0
+
+    # hot path ----------------------------------------------------------------------
+
+    def append(self, record: Record) -> None:
+        """Write the record to the spool (crash-safe) and queue it for the next batch.
+
+        Never raises: if the spool cannot be written (disk full, permissions) the
+        record still goes to the database with the next batch, only without the
+        crash protection, and the failure is logged.
+        """
+        line = (_dumps(record) + "\n").encode()
+        with self._lock:
+            try:
+                if self._fd is None:
+                    self._open_segment()
+                assert self._fd is not None
+                os.write(self._fd, line)
+            except OSError:
+                self._spool_failed()
+            self._buffer.append(record)
+            waiting = len(self._buffer)
+        if waiting >= self.batch_size:
+            self._wake.set()
+
+    def _spool_failed(self) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 60:
+            self._last_warning = now
+            logger.warning(
+                "Activity log: cannot write the spool in %s", self.directory, exc_info=True
+            )
+
+    def _open_segment(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._sequence += 1
+        name = f"spool-{self._tag}-{self._sequence:06d}.jsonl"
+        # Created under a name replayers ignore, locked, then renamed: a replayer never
+        # sees a segment that is not yet locked (it would take it and delete it).
+        creating = self.directory / f".{name}.new"
+        fd = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            # Held while this process lives: replayers skip segments someone writes to.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path = self.directory / name
+            os.rename(creating, path)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd, self._path = fd, path
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    # background ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the flusher thread (once); it first replays leftover segments."""
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+            self._thread.start()
+        atexit.register(self.close)
+
+    def _run(self) -> None:
+        next_replay = 0.0
+        while not self._stopping:
+            now = time.monotonic()
+            if now >= next_replay:
+                next_replay = now + REPLAY_SECONDS
+                self._safely(self.replay)
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            self._safely(self.flush)
+
+    def _safely(self, work: Callable[[], int]) -> None:
+        try:
+            work()
+        except Exception:
+            logger.warning(
+                "Activity log: writing to the database failed; kept in the spool", exc_info=True
+            )
+            _db_connection_reset()
+
+    def flush(self) -> int:
+        """Insert the waiting batch; its segment is deleted once the rows are stored."""
+        with self._flush_lock:
+            with self._lock:
+                if not self._buffer:
+                    return 0
+                records, self._buffer = self._buffer, []
+                fd, path = self._fd, self._path
+                self._fd = self._path = None
+            if fd is not None:
+                os.close(fd)
+            # On failure the closed segment stays and the next replay stores it.
+            self.insert(records)
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            return len(records)
+
+    def replay(self) -> int:
+        """Store the records of every segment no live process writes to; return how many."""
+        if not self.directory.is_dir():
+            return 0
+        if self.on_replay is not None:
+            self.on_replay()
+        for creating in self.directory.glob(".spool-*.new"):
+            # A process died between creating a segment and naming it: always empty.
+            with contextlib.suppress(OSError):
+                if time.time() - creating.stat().st_mtime > 60:
+                    creating.unlink()
+        stored = 0
+        for path in sorted(self.directory.glob("spool-*.jsonl")):
+            if path == self._path:
+                continue
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                records = list(_parse_segment(path, fd))
+                for start in range(0, len(records), 1000):
+                    self.insert([_redact_again(r) for r in records[start : start + 1000]])
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                stored += len(records)
+            finally:
+                os.close(fd)
+        if stored:
+            logger.info("Activity log: replayed %d records from the spool", stored)
+        return stored
+
+    def close(self) -> None:
+        """Stop the thread and flush what waits (on shutdown)."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._safely(self.flush)
+
+
+def _parse_segment(path: Path, fd: int) -> Iterable[Record]:
+    # Read through the descriptor that holds the lock: the writer may unlink the name
+    # (after storing the same records itself) while a replayer reads it.
+    with os.fdopen(os.dup(fd), "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                # Only a write cut short by a full disk can leave half a line.
+                logger.warning("Activity log: skipped a damaged line %d of %s", number, path.name)
+                continue
+            if isinstance(record, dict) and "id" in record:
+                yield record
+
+
+def _redact_again(record: Record) -> Record:
+    # A dead process may not have known every secret: redact with today's set too.
+    for key in ("arguments", "result", "error_message"):
+        value = record.get(key)
+        if isinstance(value, str) and value:
+            text, changed = redactor.redact(value)
+            if changed:
+                record[key] = text
+                record["secrets_redacted"] = True
+    return record
+
+
+def _db_connection_reset() -> None:
+    from django.db import connection
+
+    with contextlib.suppress(Exception):
+        connection.close()
+
+
+def secrets_refresh() -> None:
+    """Load every connection's credential values into the redactor (background only)."""
+    from audit.services import connection_secret_values
+
+    redactor.add(connection_secret_values())
+
+
+_writer: SpoolWriter | None = None
+_writer_lock = threading.Lock()
+
+
+def writer() -> SpoolWriter:
+    """This process's writer (made from settings, started on first use)."""
+    global _writer
+    found = _writer
+    if found is None:
+        with _writer_lock:
+            if _writer is None:
+                _writer = SpoolWriter(
+                    Path(settings.GATEWAY_AUDIT_SPOOL_DIR),
+                    batch_size=settings.GATEWAY_AUDIT_BATCH_SIZE,
+                    flush_seconds=settings.GATEWAY_AUDIT_FLUSH_INTERVAL_MS / 1000,
+                    on_replay=_secrets_refresh_quietly,
+                )
+                _writer.start()
+            found = _writer
+    return found
+
+
+def writer_set(new: SpoolWriter | None) -> None:
+    """Use another writer (tests drive one by hand, without its thread)."""
+    global _writer
+    _writer = new
+
+
+def _secrets_refresh_quietly() -> None:
+    try:
+        secrets_refresh()
+    except Exception:
+        logger.warning("Activity log: could not load connection secrets", exc_info=True)
+        _db_connection_reset()
+
+
+def recorder_start() -> None:
+    """Start this server process's writer now, so leftovers are replayed at start-up."""
+    if settings.GATEWAY_AUDIT_ENABLED:
+        writer()
+
+
+# --- building records ---------------------------------------------------------------------
+
+
+def _principal_fields(principal: Any) -> dict[str, Any]:
+    if principal is None:
+        return {}
+    return {
+        "user_id": getattr(principal, "user_id", None),
+        "username": str(getattr(principal, "username", ""))[:150],
+        "token_kind": str(getattr(principal, "token_kind", ""))[:16],
+        "token_id": str(getattr(principal, "token_id", ""))[:64],
+        "client_name": str(getattr(principal, "client_name", ""))[:200],
+    }
+
+
+def _call_name(method: str, params: Mapping[str, Any]) -> tuple[str, Any]:
+    if method == "resources/read":
+        uri = params.get("uri")
+        return (str(uri) if uri is not None else ""), {"uri": uri}
+    name = params.get("name")
+    return (str(name) if name is not None else ""), params.get("arguments")
+
+
+def _first_text(result: Mapping[str, Any]) -> str:
+    for item in result.get("content") or ():
+        if isinstance(item, dict) and item.get("type") == "text":
+            return str(item.get("text", ""))
+    return ""
+
+
+def call_record(
+    *,
+    ctx: Any,
+    message: Mapping[str, Any],
+    response: Mapping[str, Any],
+    http_status: int,
+    started_at: float,
+    total_seconds: float,
+    request_bytes: int,
+    pii_found: Iterable[str] = (),
+) -> Record:
+    """The record of one answered call (engine context, request, response)."""
+    limit = settings.GATEWAY_AUDIT_MAX_PAYLOAD
+    method = str(message.get("method"))
+    raw_params = message.get("params")
+    params: Mapping[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    name, arguments = _call_name(method, params)
+    route = getattr(ctx, "route", None)
+    view = ctx.view
+    record: Record = {
+        "id": record_id_new(started_at),
+        "at": started_at,
+        "organization_id": str(getattr(ctx.principal, "organization_id", "")),
+        "endpoint_id": view.endpoint_id,
+        "endpoint_name": view.name[:200],
+        "method": method,
+        "name": name[:512],
+        "protocol_version": str(ctx.protocol_version)[:16],
+        "session_id": session_digest(ctx.session_id),
+        "http_status": http_status,
+        "total_ms": round(total_seconds * 1000, 3),
+        "request_bytes": request_bytes,
+        **_principal_fields(ctx.principal),
+    }
+    info = ctx.client_info
+    if isinstance(info, Mapping) and info.get("name"):
+        record["client_software"] = f"{info.get('name')} {info.get('version') or ''}".strip()[:200]
+    if route is not None:
+        record["connection_id"] = route.connection_id
+        record["connection_name"] = route.server_label[:200]
+        record["upstream_name"] = str(route.upstream_name)[:512]
+    upstream = getattr(ctx, "upstream_seconds", None)
+    if upstream is not None:
+        record["upstream_ms"] = round(upstream * 1000, 3)
+    redacted = False
+    if arguments is not None:
+        text, truncated, redacted = _clip(_dumps(arguments), limit)
+        record["arguments"], record["arguments_truncated"] = text, truncated
+    if "error" in response:
+        error = response["error"] if isinstance(response["error"], dict) else {}
+        message_text, changed = redactor.redact(str(error.get("message", ""))[:2000])
+        redacted = redacted or changed
+        record["error_message"] = message_text
+        record["rpc_code"] = error.get("code")
+        record["response_bytes"] = _size(_dumps(response))
+        if route is None:
+            record["status"] = "refused"
+            record["refusal"] = (
+                "not_enabled"
+                if record["error_message"].startswith(_NOT_ENABLED_MESSAGES)
+                else "invalid_request"
+            )
+        else:
+            record["status"] = "error"
+    else:
+        result = response.get("result")
+        result = result if isinstance(result, dict) else {}
+        full = _dumps(result)
+        record["response_bytes"] = _size(full) + 40
+        text, truncated, changed = _clip(full, limit)
+        redacted = redacted or changed
+        record["result"], record["result_truncated"] = text, truncated
+        is_error = result.get("isError") is True
+        record["is_error"] = is_error if method == "tools/call" else None
+        if is_error:
+            record["status"] = "tool_error"
+            error_text, _ = redactor.redact(_first_text(result)[:2000])
+            record["error_message"] = error_text
+        else:
+            record["status"] = "success"
+    found = sorted(pii_found)
+    if found:
+        record["pii_redacted"] = ",".join(found)
+    if redacted:
+        record["secrets_redacted"] = True
+    return record
+
+
+async def engine_handle(
+    engine: Any, ctx: Any, message: dict[str, Any], request: Any
+) -> tuple[dict[str, Any], int]:
+    """``engine.handle`` plus the activity record (and the PII filter) for recorded methods.
+
+    The transport calls this instead of ``engine.handle``; ``request`` gives the
+    headers (for the request size) and the scope (for when the request arrived).
+    """
+    if message.get("method") not in RECORDED_METHODS:
+        return await engine.handle(ctx, message)
+    pii = getattr(ctx.view, "pii_filter", False)
+    if not settings.GATEWAY_AUDIT_ENABLED and not pii:
+        return await engine.handle(ctx, message)
+    started_at = time.time()
+    started = request.scope.get("gateway.started") or time.perf_counter()
+    response, status = await engine.handle(ctx, message)
+    found: set[str] = set()
+    if pii and isinstance(response.get("result"), dict):
+        response["result"] = pii_redact(response["result"], found)
+    if settings.GATEWAY_AUDIT_ENABLED:
+        _record_call(ctx, message, response, status, started_at, started, request, found)
+    return response, status
+
+
+def _record_call(
+    ctx: Any,
+    message: dict[str, Any],
+    response: dict[str, Any],
+    status: int,
+    started_at: float,
+    started: float,
+    request: Any,
+    found: set[str],
+) -> None:
+    # A failure to record must never fail the call it records.
+    try:
+        try:
+            length = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            length = 0
+        record = call_record(
+            ctx=ctx,
+            message=message,
+            response=response,
+            http_status=status,
+            started_at=started_at,
+            total_seconds=time.perf_counter() - started,
+            request_bytes=length,
+            pii_found=found,
+        )
+        writer().append(record)
+    except Exception:
+        logger.exception("Activity log: could not record a call")
+
+
+# --- refused before the engine (unauthorized, revoked, forbidden, rate-limited) ---------------
+
+_REFUSALS = {401: "unauthorized", 403: "forbidden", 404: "forbidden", 429: "rate_limited"}
+
+
+async def refusal_record(
+    *,
+    request: Any,
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+    status: int,
+    body: Any,
+    principal: Any,
+    slug: str,
+    hub: Callable[[], Awaitable[Any]],
+) -> None:
+    """Record a POST refused before dispatch when it asked for a recorded method.
+
+    Reads the request body (not read yet at this stage) to learn the method; the
+    organisation is the endpoint's. A token that names a user of another
+    organisation is recorded without that user.
+    """
+    if (
+        not settings.GATEWAY_AUDIT_ENABLED
+        or status not in _REFUSALS
+        or request.method != "POST"
+        or not slug
+    ):
+        return
+    try:
+        await _refusal_record(request, receive, status, body, principal, slug, hub)
+    except Exception:
+        logger.warning("Activity log: could not record a refused request", exc_info=True)
+
+
+async def _refusal_record(
+    request: Any,
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+    status: int,
+    body: Any,
+    principal: Any,
+    slug: str,
+    hub: Callable[[], Awaitable[Any]],
+) -> None:
+    from channels.db import database_sync_to_async
+
+    from audit.selectors import token_identity
+
+    started_at = time.time()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        part = await receive()
+        if part["type"] == "http.disconnect":
+            break
+        chunks.append(part.get("body", b""))
+        size += len(chunks[-1])
+        if size > settings.GATEWAY_MCP_MAX_BODY_BYTES or not part.get("more_body", False):
+            break
+    try:
+        message = json.loads(b"".join(chunks))
+    except ValueError:
+        return
+    if not isinstance(message, dict) or message.get("method") not in RECORDED_METHODS:
+        return
+    loaded = await (await hub()).view(slug)
+    if loaded is None:
+        return
+    reason = _REFUSALS[status]
+    who = principal
+    if who is None:
+        header = request.headers.get("authorization", "")
+        scheme, _, raw = header.partition(" ")
+        if scheme.lower() == "bearer" and raw.strip():
+            who = await database_sync_to_async(token_identity)(raw=raw.strip())
+            if who is not None and who.revoked:
+                reason = "revoked"
+    if who is not None and str(who.organization_id) != str(loaded.organization_id):
+        who = None
+        reason = "other_organization" if status in (403, 404) else reason
+    raw_params = message.get("params")
+    params: Mapping[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    name, arguments = _call_name(str(message["method"]), params)
+    error = body.get("error") if isinstance(body, dict) else None
+    error_text = error.get("message") if isinstance(error, dict) else error
+    record: Record = {
+        "id": record_id_new(started_at),
+        "at": started_at,
+        "organization_id": str(loaded.organization_id),
+        "endpoint_id": loaded.id,
+        "endpoint_name": loaded.view.name[:200],
+        "method": message["method"],
+        "name": name[:512],
+        "status": "refused",
+        "refusal": reason,
+        "http_status": status,
+        "error_message": redactor.redact(str(error_text or ""))[0][:2000],
+        "session_id": session_digest(request.headers.get("mcp-session-id")),
+        "protocol_version": str(request.headers.get("mcp-protocol-version", ""))[:16],
+        "request_bytes": size,
+        "response_bytes": len(_dumps(body)),
+        "total_ms": 0.0,
+        **_principal_fields(who),
+    }
+    if arguments is not None:
+        text, truncated, redacted = _clip(_dumps(arguments), settings.GATEWAY_AUDIT_MAX_PAYLOAD)
+        record["arguments"], record["arguments_truncated"] = text, truncated
+        if redacted:
+            record["secrets_redacted"] = True
+    writer().append(record)

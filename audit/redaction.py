@@ -1,0 +1,113 @@
+"""Keep credentials out of the activity log; pure Python, cheap on small payloads.
+
+Two kinds of values are replaced by ``[REDACTED]`` before a record is written
+(to the spool or the database):
+
+- *known secrets*: the credential values of the process's connections (bearer
+  tokens, header values, stdio environment values), registered when a target is
+  built and refreshed from the database by the background writer;
+- *token-shaped strings*: bearer headers, JWTs and the well-known prefixed
+  formats (``gwt_``, ``sk-``, ``ghp_``, ``xoxb-``, ``AKIA``…), whatever their origin.
+
+Secrets shorter than ``MIN_SECRET_LENGTH`` are not registered: replacing a
+four-letter value everywhere would wreck the log without protecting much.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterable
+
+REDACTED = "[REDACTED]"
+MIN_SECRET_LENGTH = 8
+
+# Token shapes, each with the literal text it must contain: a pattern runs only when its
+# literal is in the text (a substring test at C speed), so a call without any of them
+# costs a handful of ``in`` checks, not a regular expression over the whole payload.
+_TOKEN_SHAPES: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
+    (("earer", "EARER"), re.compile(r"(?i:bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")),
+    (("eyJ",), re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+    (("gwt_",), re.compile(r"\bgwt_[A-Za-z0-9_-]{16,}")),  # this gateway's API tokens
+    (("sk-",), re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}")),  # OpenAI, Anthropic
+    (("gh",), re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}")),
+    (("glpat-",), re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}")),  # GitLab
+    (("xox",), re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),  # Slack
+    (("AKIA", "ASIA"), re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),  # AWS access key id
+    (("AIza",), re.compile(r"\bAIza[0-9A-Za-z_-]{35}")),  # Google API key
+    (("k_live_", "k_test_"), re.compile(r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}")),  # Stripe
+]
+
+
+class Redactor:
+    """Replaces known secret values and token-shaped strings; safe to share between threads.
+
+    Known secrets are found with substring tests (fast for the few credentials a
+    process uses); the set is replaced whole when it changes, never mutated.
+    """
+
+    def __init__(self) -> None:
+        self._secrets: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _forms(value: str) -> set[str]:
+        # The value as it appears in raw text and inside JSON text (escaped).
+        forms = {value}
+        forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
+        forms.add(json.dumps(value)[1:-1])
+        return forms
+
+    @classmethod
+    def _clean(cls, values: Iterable[str]) -> set[str]:
+        return {
+            form
+            for value in values
+            if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH
+            for form in cls._forms(value)
+        }
+
+    def add(self, values: Iterable[str]) -> None:
+        """Register secret values (short ones are ignored)."""
+        new = self._clean(values)
+        if new <= set(self._secrets):
+            return
+        with self._lock:
+            merged = set(self._secrets) | new
+            # Longest first, so a secret containing another is replaced whole.
+            self._secrets = tuple(sorted(merged, key=len, reverse=True))
+
+    def replace_all(self, values: Iterable[str]) -> None:
+        """Make ``values`` the registered secrets (a full refresh)."""
+        with self._lock:
+            self._secrets = tuple(sorted(self._clean(values), key=len, reverse=True))
+
+    @property
+    def longest(self) -> int:
+        return max((len(s) for s in self._secrets), default=0)
+
+    def redact(self, text: str) -> tuple[str, bool]:
+        """The text with secrets replaced, and whether anything was."""
+        if not text:
+            return text, False
+        changed = False
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+                changed = True
+        for literals, pattern in _TOKEN_SHAPES:
+            for literal in literals:
+                if literal in text:
+                    text, count = pattern.subn(REDACTED, text)
+                    changed = changed or count > 0
+                    break
+        return text, changed
+
+
+redactor = Redactor()
+
+
+def secret_values_register(values: Iterable[str]) -> None:
+    """Tell the activity log about credential values it must never write."""
+    redactor.add(values)
