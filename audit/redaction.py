@@ -78,11 +78,6 @@ class Redactor:
             # Longest first, so a secret containing another is replaced whole.
             self._secrets = tuple(sorted(merged, key=len, reverse=True))
 
-    def replace_all(self, values: Iterable[str]) -> None:
-        """Make ``values`` the registered secrets (a full refresh)."""
-        with self._lock:
-            self._secrets = tuple(sorted(self._clean(values), key=len, reverse=True))
-
     @property
     def longest(self) -> int:
         return max((len(s) for s in self._secrets), default=0)
