@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 RECORDED_METHODS = frozenset({"tools/call", "resources/read", "prompts/get"})
 REPLAY_SECONDS = 30.0
+STATS_SECONDS = 60.0
 SECRETS_REFRESH_SECONDS = 30.0
 _NOT_ENABLED_MESSAGES = ("Unknown tool", "Unknown prompt", "Resource not found")
 
@@ -207,6 +208,13 @@ class SpoolWriter:
         self._thread: threading.Thread | None = None
         self._tag = f"{os.getpid()}-{os.urandom(4).hex()}"
         self._last_warning = 0.0
+        # What recording costs this process (logged every STATS_SECONDS and at exit):
+        # calls recorded and seconds spent recording them on the request path; records
+        # stored and CPU seconds the writer thread spent storing them.
+        self.recorded = 0
+        self.record_seconds = 0.0
+        self.stored = 0
+        self.store_cpu_seconds = 0.0
 
     # hot path ----------------------------------------------------------------------
 
@@ -276,14 +284,30 @@ class SpoolWriter:
 
     def _run(self) -> None:
         next_replay = 0.0
+        next_stats = time.monotonic() + STATS_SECONDS
         while not self._stopping:
             now = time.monotonic()
             if now >= next_replay:
                 next_replay = now + REPLAY_SECONDS
                 self._safely(self.replay)
+            if now >= next_stats:
+                next_stats = now + STATS_SECONDS
+                self.stats_log()
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
             self._safely(self.flush)
+
+    def stats_log(self) -> None:
+        if not self.recorded and not self.stored:
+            return
+        logger.info(
+            "Activity log: %d calls recorded (%.1f µs each on the request path), "
+            "%d stored (%.1f µs CPU each in the writer)",
+            self.recorded,
+            self.record_seconds / max(self.recorded, 1) * 1e6,
+            self.stored,
+            self.store_cpu_seconds / max(self.stored, 1) * 1e6,
+        )
 
     def _safely(self, work: Callable[[], int]) -> None:
         try:
@@ -306,7 +330,10 @@ class SpoolWriter:
             if fd is not None:
                 os.close(fd)
             # On failure the closed segment stays and the next replay stores it.
+            started = time.thread_time()
             self.insert(records)
+            self.store_cpu_seconds += time.thread_time() - started
+            self.stored += len(records)
             if path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
@@ -355,6 +382,7 @@ class SpoolWriter:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         self._safely(self.flush)
+        self.stats_log()
 
 
 def _parse_segment(path: Path, fd: int) -> Iterable[Record]:
@@ -595,6 +623,7 @@ def _record_call(
     found: set[str],
 ) -> None:
     # A failure to record must never fail the call it records.
+    begun = time.perf_counter()
     try:
         try:
             length = int(request.headers.get("content-length") or 0)
@@ -610,7 +639,10 @@ def _record_call(
             request_bytes=length,
             pii_found=found,
         )
-        writer().append(record)
+        spool = writer()
+        spool.append(record)
+        spool.recorded += 1
+        spool.record_seconds += time.perf_counter() - begun
     except Exception:
         logger.exception("Activity log: could not record a call")
 
