@@ -12,10 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from audit.models import AuditRecord, CallStatus, ManagementEvent
-from oauth.models import ApiToken, Membership, Role
+from oauth.models import ApiToken, Membership, OAuthAccessToken, Role
+from oauth.services import API_TOKEN_PREFIX
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -36,10 +38,13 @@ class TokenIdentity:
 
 
 def token_identity(*, raw: str) -> TokenIdentity | None:
-    """The owner of an API token, revoked or not; None when no token matches."""
-    if len(raw) > 200:
+    """The owner of an API token or an OAuth access token, valid or not; None when no
+    token matches (a revoked OAuth authorization's tokens are deleted)."""
+    if len(raw) > 512:
         return None
     digest = hashlib.sha256(raw.encode()).hexdigest()
+    if not raw.startswith(API_TOKEN_PREFIX):
+        return _oauth_identity(digest)
     token = ApiToken.objects.select_related("user").filter(token_hash=digest).first()
     if token is None:
         return None
@@ -51,6 +56,30 @@ def token_identity(*, raw: str) -> TokenIdentity | None:
         token_kind="api_token",
         client_name=token.name,
         revoked=token.revoked_at is not None or not token.user.is_active,
+    )
+
+
+def _oauth_identity(digest: str) -> TokenIdentity | None:
+    access = (
+        OAuthAccessToken.objects.select_related("authorization__user", "authorization__endpoint")
+        .filter(token_checksum=digest, authorization__isnull=False)
+        .first()
+    )
+    authorization = access.authorization if access is not None else None
+    if access is None or authorization is None:
+        return None
+    now = timezone.now()
+    return TokenIdentity(
+        user_id=authorization.user_id,
+        username=authorization.user.get_username(),
+        organization_id=authorization.endpoint.organization_id,
+        token_id=str(authorization.pk),
+        token_kind="oauth",
+        client_name=authorization.client_name,
+        revoked=authorization.revoked_at is not None
+        or authorization.expires_at <= now
+        or access.expires <= now
+        or not authorization.user.is_active,
     )
 
 

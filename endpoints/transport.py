@@ -66,7 +66,6 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 SESSION_SALT: Final = "mcp-session"
-SESSION_GROUP: Final = SESSIONS_GROUP
 SESSION_ENDED_TTL: Final = 7 * 24 * 3600
 TOKEN_TTL: Final = 1.0
 USAGE_FLUSH_SECONDS: Final = 5.0
@@ -134,7 +133,7 @@ class Hub:
             layer = get_channel_layer()
             if layer is not None:
                 self.channel = await layer.new_channel("mcp.hub.")
-                await layer.group_add(SESSION_GROUP, self.channel)
+                await layer.group_add(SESSIONS_GROUP, self.channel)
             self._listener = asyncio.create_task(self._listen())
 
     async def watch(self, endpoint_id: str) -> None:
@@ -341,7 +340,7 @@ class Hub:
         layer = get_channel_layer()
         if layer is not None:
             await layer.group_send(
-                SESSION_GROUP, {"type": "mcp.session.ended", "session_id": session_id}
+                SESSIONS_GROUP, {"type": "mcp.session.ended", "session_id": session_id}
             )
 
     async def deliver(self, channel: str, stream_id: str, message: dict[str, Any]) -> None:
@@ -486,10 +485,6 @@ def _host_allowed(request: Request) -> bool:
     return verdict
 
 
-def resource_url(slug: str) -> str:
-    return f"{settings.GATEWAY_PUBLIC_URL}/mcp/{slug}"
-
-
 def _resource_of(slug: str, via_domain: bool) -> tuple[str, str]:
     """The endpoint URL this request's client uses, and its protected-resource metadata URL."""
     if via_domain:
@@ -520,10 +515,6 @@ class Session:
     client: dict[str, Any]
     channel: str = ""  # legacy SSE: the hub channel holding the stream
     stream: str = ""  # legacy SSE: the stream on that hub
-
-
-def _principal_key(principal: Principal) -> str:
-    return f"{principal.token_kind}:{principal.token_id}"
 
 
 def session_create(session: Session) -> str:
@@ -764,7 +755,7 @@ async def _session_for(
     if (
         session is None
         or session.endpoint_id != loaded.id
-        or session.principal != _principal_key(principal)
+        or session.principal != principal.key
         or await the_hub.is_session_ended(session_id)
     ):
         raise _Refusal(
@@ -792,7 +783,7 @@ async def _initialize(
     session_id = session_create(
         Session(
             endpoint_id=loaded.id,
-            principal=_principal_key(principal),
+            principal=principal.key,
             protocol_version=version,
             client=client_info,
         )
@@ -1091,7 +1082,7 @@ async def _legacy_sse_stream(
     session_id = session_create(
         Session(
             endpoint_id=loaded.id,
-            principal=_principal_key(principal),
+            principal=principal.key,
             protocol_version="2024-11-05",
             client={},
             channel=the_hub.channel or "",

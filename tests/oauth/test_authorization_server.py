@@ -596,3 +596,15 @@ def test_the_housekeeping_task_deletes_stale_registrations(client):
     OAuthApplication.objects.update(created=timezone.now() - timedelta(days=30))
     assert oauth_housekeeping() == 1
     assert not OAuthApplication.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_activity_log_knows_who_holds_an_expired_oauth_token(authorized, admin):
+    from audit.selectors import token_identity
+
+    _, _, tokens = authorized
+    OAuthAuthorization.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    who = token_identity(raw=tokens["access_token"])
+    assert who is not None
+    assert (who.user_id, who.token_kind, who.client_name) == (admin.user.pk, "oauth", "Test agent")
+    assert who.revoked is True

@@ -112,10 +112,11 @@ class BrowserConsent:
         return self.result
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make browser)")
 def test_an_sdk_oauth_client_authorizes_through_the_consent_page_and_calls_tools(
     live_gateway, served_endpoint, admin
 ):
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is not at /usr/bin/chromium: run make browser", pytrace=False)
     served = served_endpoint()
     gateway = live_gateway()
     url = gateway.endpoint_url(served.slug)
