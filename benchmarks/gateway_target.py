@@ -5,9 +5,10 @@
 else the embedded SQLite), provisions an organisation, an API token and one connection per
 upstream URL through ``manage.py`` (``ensure_admin``, ``shell`` running
 ``benchmarks/gateway_setup.py``, ``create_api_token``), creates the endpoint, and starts
-several daphne processes, each on its own port. It returns the endpoint's MCP URL on each
-process (the load generator spreads its workers over them), the bearer token, and the pids
-whose CPU time and memory the runner measures.
+several daphne processes, each on its own port, and the activity log's writer process (unless
+the log is off). It returns the endpoint's MCP URL on each daphne (the load generator spreads
+its workers over them), the bearer token, and the pids whose CPU time and memory the runner
+measures (the daphnes, then the writer).
 
 ``python benchmarks/gateway_target.py --check-setup --upstream URL`` runs every step but the
 endpoint and checks through the REST API that the connections and their catalogs are there.
@@ -80,6 +81,10 @@ def start_gateway(
     )
     setup.env.update(extra_env or {})
     ports, pids = start_daphne(setup, processes=processes)
+    if setup.env.get("GATEWAY_AUDIT_ENABLED", "true").lower() not in ("false", "0", "no", "off"):
+        # As `make run` deploys it: the activity log's writer stores the spool, so its
+        # CPU time counts as the gateway's.
+        pids.append(start_audit_writer(setup))
     urls = [f"http://127.0.0.1:{port}/mcp/{setup.endpoint_slug}" for port in ports]
     return GatewayTarget(urls, setup.bearer_token, pids)
 
@@ -241,6 +246,22 @@ def start_daphne(setup: GatewaySetup, *, processes: int) -> tuple[list[int], lis
         stop_processes(pids)
         raise
     return ports, pids
+
+
+def start_audit_writer(setup: GatewaySetup) -> int:
+    """Start ``manage.py audit_writer`` on the deployment's spool folder; its pid."""
+    log = open(setup.data_dir / "logs" / "audit-writer.log", "wb")  # noqa: SIM115 (the child's)
+    child = subprocess.Popen(  # noqa: S603 (our own interpreter and manage.py)
+        [gateway_python(), "manage.py", "audit_writer"],
+        cwd=REPO,
+        env=setup.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    _children[child.pid] = child
+    return child.pid
 
 
 def api_get(port: int, path: str, token: str) -> tuple[int, bytes]:

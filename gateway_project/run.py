@@ -2,8 +2,8 @@
 
 Migrates, creates the admin account if there is none, loads the demo (unless
 ``GATEWAY_DEMO=false``), then starts and supervises daphne (web UI, API, MCP
-transport), a Celery worker with the beat scheduler embedded, and the demo
-upstream MCP server. Ctrl-C, SIGTERM, or any of them exiting stops them all.
+transport), the activity log's writer, a Celery worker with the beat scheduler
+embedded, and the demo upstream MCP server. Ctrl-C, SIGTERM, or any of them exiting stops them all.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ def _commands() -> list[tuple[str, list[str]]]:
                 "gateway_project.asgi:application",
             ],
         ),
+        # Stores the activity log's spool, so daphne spends no time on database inserts.
+        (
+            "audit-writer",
+            [python, "-m", "django", "audit_writer"],
+        ),
         (
             "worker",
             [
@@ -87,17 +92,24 @@ def _commands() -> list[tuple[str, list[str]]]:
     return commands
 
 
+# Stopped last, so that it stores the segments the others close as they stop.
+LAST = ("audit-writer",)
+
+
 def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    for child in children.values():
-        if child.poll() is None:
-            child.terminate()
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for child in children.values():
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    first = [child for name, child in children.items() if name not in LAST]
+    last = [child for name, child in children.items() if name in LAST]
+    for group in (first, last):
+        for child in group:
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in group:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,106 @@ def test_a_replayer_running_all_along_never_loses_or_breaks_a_writers_records(tm
     assert errors == []
     assert set(stored.rows) == set(appended)
     assert list(tmp_path.glob("*.jsonl")) == []
+
+
+# --- the audit writer process (relay mode) ---------------------------------------------------
+
+
+def test_while_a_writer_process_runs_the_gateway_process_leaves_storing_to_it(tmp_path):
+    from audit.recorder import WriterProcess, writer_process_running
+
+    in_gateway, in_writer = Store(), Store()
+    process = WriterProcess(tmp_path, insert=in_writer)
+    assert process.acquire(wait=False)
+    try:
+        assert writer_process_running(tmp_path)
+        gateway = SpoolWriter(tmp_path, insert=in_gateway, relay=True)
+        for n in range(25):
+            gateway.append(_record(n))
+        assert gateway.flush() == 25
+        assert in_gateway.inserts == 0 and gateway.relayed == 25
+        assert len(list(tmp_path.glob("spool-*.jsonl"))) == 1  # closed, waiting for the writer
+
+        assert process.once() == 25
+        assert sorted(r["n"] for r in in_writer.rows.values()) == list(range(25))
+        assert list(tmp_path.glob("spool-*.jsonl")) == []
+    finally:
+        process.release()
+    assert not writer_process_running(tmp_path)
+
+
+def test_without_a_writer_process_the_gateway_process_stores_its_records_itself(tmp_path):
+    from audit.recorder import writer_process_running
+
+    store = Store()
+    gateway = SpoolWriter(tmp_path, insert=store, relay=True)
+    for n in range(5):
+        gateway.append(_record(n))
+    assert not writer_process_running(tmp_path)
+    assert gateway.flush() == 5
+    assert store.inserts == 1 and gateway.relayed == 0
+    assert list(tmp_path.glob("spool-*.jsonl")) == []
+
+
+def test_a_second_writer_process_waits_for_the_first_to_stop(tmp_path):
+    from audit.recorder import WriterProcess
+
+    first, second = WriterProcess(tmp_path, insert=Store()), WriterProcess(tmp_path, insert=Store())
+    assert first.acquire(wait=False)
+    try:
+        assert not second.acquire(wait=False)
+    finally:
+        first.release()
+    assert second.acquire(wait=False)
+    second.release()
+
+
+def test_a_writer_process_stores_every_record_of_a_busy_gateway_process_exactly_once(tmp_path):
+    import threading
+
+    from audit.recorder import WriterProcess
+
+    in_gateway, in_writer = Store(), Store()
+    process = WriterProcess(tmp_path, interval=0.005, insert=in_writer)
+    assert process.acquire(wait=False)
+    process.release()  # run() takes it again
+    thread = threading.Thread(target=process.run)
+    thread.start()
+    try:
+        while process._lock_fd is None:
+            time.sleep(0.001)
+        gateway = SpoolWriter(tmp_path, insert=in_gateway, relay=True)
+        appended = []
+        for n in range(3000):
+            record = _record(n)
+            appended.append(record["id"])
+            gateway.append(record)
+            if n % 100 == 99:
+                gateway.flush()
+        gateway.flush()
+    finally:
+        process.stop()
+        thread.join()
+    # Everything went through the writer process, once (its last pass takes the last segment).
+    assert in_gateway.inserts == 0
+    assert sorted(in_writer.rows) == sorted(appended)
+    assert list(tmp_path.glob("spool-*.jsonl")) == []
+
+
+def test_a_writer_process_that_cannot_store_keeps_the_segments_for_later(tmp_path):
+    from audit.recorder import WriterProcess
+
+    failing = Store(fail=1)
+    gateway = SpoolWriter(tmp_path, insert=Store(), relay=True)
+    process = WriterProcess(tmp_path, insert=failing)
+    assert process.acquire(wait=False)
+    try:
+        for n in range(3):
+            gateway.append(_record(n))
+        gateway.flush()
+        assert process.once() == 0  # the database is down: logged, nothing lost
+        assert len(list(tmp_path.glob("spool-*.jsonl"))) == 1
+        assert process.once() == 3
+    finally:
+        process.release()
+    assert len(failing.rows) == 3

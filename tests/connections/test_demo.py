@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from io import StringIO
 from pathlib import Path
 
@@ -180,6 +182,16 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
             check=True,
         ).stdout.strip()
         answer = _call_demo_tool(f"http://127.0.0.1:{web}/mcp/acme-support-demo", token)
+        # The activity log's writer process stores the call's record.
+        logged: list[dict] = []
+        deadline = time.monotonic() + 20
+        while not logged and time.monotonic() < deadline:
+            time.sleep(0.25)
+            logged = httpx.get(
+                f"http://127.0.0.1:{web}/api/audit-logs",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            ).json()["records"]
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
@@ -188,6 +200,9 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
     assert "Acme orders" in output
     assert "Stopping" in output
     assert "ORD-1001" in answer and "shipped" in answer.lower()
+    assert [r["name"] for r in logged] == ["acme-orders__get_order_status"], logged
+    stored = re.search(r"Activity log writer: stopped after storing (\d+) records", output)
+    assert stored and int(stored.group(1)) >= 1, output[-3000:]
     for port in (web, demo):
         with pytest.raises(TimeoutError):
             wait_for_port(port, timeout=0.5)
