@@ -613,7 +613,10 @@ async def mcp_app(scope: Scope, receive: Receive, send: Send) -> None:
                 405, {"error": "Method not allowed."}, [(b"allow", b"GET, POST, DELETE")]
             )
     except _Refusal as refusal:
-        if not dispatched:  # activity log: a refused tools/call, resources/read, prompts/get
+        # Activity log: a refused tools/call, resources/read or prompts/get; after
+        # dispatch, only once the body was parsed (it names the method).
+        parsed = scope.get("gateway.message")
+        if not dispatched or parsed is not None:
             await audit_recorder.refusal_record(
                 request=request,
                 receive=receive,
@@ -622,6 +625,7 @@ async def mcp_app(scope: Scope, receive: Receive, send: Send) -> None:
                 principal=principal,
                 slug=slug,
                 hub=hub,
+                message=parsed,
             )
         await _json(send, refusal.status, refusal.body, refusal.headers)
 
@@ -696,6 +700,7 @@ async def _post(
         raise _Refusal(
             400, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "JSON-RPC batches are not supported")
         )
+    request.scope["gateway.message"] = message  # for the activity log, if refused from here
     kind = jsonrpc.classify(message)
     if kind == "invalid":
         raise _Refusal(

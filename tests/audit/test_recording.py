@@ -263,3 +263,63 @@ def test_handshake_and_legacy_sse_calls_carry_their_session_and_version(
     assert handshake.session_id != legacy.session_id
     assert handshake.status == legacy.status == "success"
     assert handshake.client_software  # the clientInfo of its initialize
+
+
+def test_calls_refused_by_their_session_or_headers_are_recorded(
+    live_gateway, audited_endpoint, admin
+):
+    import httpx
+
+    audited_endpoint()
+    gateway = live_gateway()
+    url = gateway.endpoint_url("audited")
+    headers = {
+        "Authorization": f"Bearer {admin.token}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2025-11-25",
+    }
+    init = httpx.post(
+        url,
+        headers=headers,
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "refusal-tests", "version": "1"},
+            },
+        },
+        timeout=30,
+    )
+    session_id = init.headers["mcp-session-id"]
+    ended = httpx.delete(url, headers={**headers, "Mcp-Session-Id": session_id}, timeout=30)
+    assert ended.status_code in (200, 204)
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "paged__tool_00", "arguments": {"after": "end"}},
+    }
+    after_end = httpx.post(url, headers={**headers, "Mcp-Session-Id": session_id}, json=call)
+    # 2026-07-28: the Mcp-Name header must name the tool of the body.
+    wrong_name = rpc(
+        url,
+        admin.token,
+        "tools/call",
+        {"name": "paged__tool_00", "arguments": {}},
+        name="paged__tool_01",
+    )
+
+    assert after_end.status_code == 404
+    assert wrong_name.status_code == 400
+    records = {r.refusal: r for r in wait_for_records(2)}
+    ended_record, mismatch_record = records["session_unknown"], records["invalid_request"]
+    assert ended_record.status == mismatch_record.status == "refused"
+    assert ended_record.username == mismatch_record.username == "alice"
+    assert ended_record.name == mismatch_record.name == "paged__tool_00"
+    assert json.loads(ended_record.arguments) == {"after": "end"}
+    assert ended_record.http_status == 404 and len(ended_record.session_id) == 32
+    assert mismatch_record.http_status == 400
+    assert "Mcp-Name" in mismatch_record.error_message
