@@ -90,13 +90,18 @@ class MyConnection:
 
 def my_connections(*, organization: Organization, user: Any) -> list[MyConnection]:
     """The organisation's personal-mode servers, each with the user's own credential."""
-    from connections.credentials import credential_display_state
-
-    connections = list(
+    return _my_rows(
         Connection.objects.filter(
             organization=organization, credential_mode=CredentialMode.PERSONAL
-        ).order_by("name")
+        ).order_by("name"),
+        user,
     )
+
+
+def _my_rows(found: QuerySet[Connection], user: Any) -> list[MyConnection]:
+    from connections.credentials import credential_display_state
+
+    connections = list(found)
     mine = {
         credential.connection_id: credential
         for credential in UpstreamCredential.objects.filter(connection__in=connections, user=user)
@@ -117,3 +122,18 @@ def connection_credentials(*, connection: Connection) -> list[UpstreamCredential
         .select_related("user")
         .order_by("user__username", "created_at")
     )
+
+
+def credentials_missing(*, connection_ids: Any, user: Any) -> list[MyConnection]:
+    """Among these connections, the personal-mode ones the user has no usable credential
+    for (none yet, or one that needs a new sign-in): what the consent page prompts for."""
+    return [
+        row
+        for row in _my_rows(
+            Connection.objects.filter(
+                pk__in=list(connection_ids), credential_mode=CredentialMode.PERSONAL
+            ).order_by("name"),
+            user,
+        )
+        if row.state in ("missing", "needs_reauth")
+    ]
