@@ -316,6 +316,22 @@ def test_a_401_refreshes_the_token_and_the_call_goes_through(signed_in, people):
     ]
 
 
+def test_many_calls_refused_at_once_refresh_the_token_once(signed_in, people):
+    alice, _ = people
+    upstream, _connection, _gateway, url, _ = signed_in()
+    assert not asyncio.run(call(url, alice.token))[0]
+    upstream.control("expire-access", "alice-up")
+
+    async def many() -> list[tuple[bool, str]]:
+        return list(await asyncio.gather(*(call(url, alice.token) for _ in range(8))))
+
+    results = asyncio.run(many())
+
+    assert all(not error for error, _ in results), results
+    grants = [e for e in upstream.events() if e.get("grant_type") == "refresh_token"]
+    assert len(grants) == 1
+
+
 def test_a_revoked_refresh_token_asks_the_user_to_sign_in_again(signed_in, people):
     alice, _ = people
     upstream, connection, gateway, url, pages = signed_in()
