@@ -64,6 +64,7 @@ class ConnectionForm(forms.Form):
         label="Credentials",
         choices=CredentialMode.choices,
         initial=CredentialMode.SHARED,
+        required=False,
         help_text="Personal: every user connects their own token or sign-in on “My connections”; "
         "calls are made with the credential of the user the AI client acts for.",
     )
@@ -264,7 +265,11 @@ class ConnectionForm(forms.Form):
         else:
             arguments["server_url"] = data.get("server_url") or ""
             arguments["auth_type"] = data["auth_type"]
-            arguments["credential_mode"] = data["credential_mode"]
+            arguments["credential_mode"] = data.get("credential_mode") or (
+                self.connection.credential_mode
+                if self.connection is not None
+                else CredentialMode.SHARED
+            )
             if data["auth_type"] == AuthType.OAUTH:
                 arguments["oauth_scopes"] = data.get("oauth_scopes") or ""
                 client_id = data.get("oauth_client_id") or ""
