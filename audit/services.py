@@ -60,8 +60,10 @@ def management_event_record(
 
 
 def connection_secret_values() -> list[str]:
-    """Every credential value of every connection (to redact them from the log)."""
+    """Every credential value of every connection (to redact them from the log), users'
+    own tokens and OAuth client secrets included."""
     from connections.models import Connection
+    from connections.selectors import credential_secret_values
 
     values: list[str] = []
     for connection in Connection.objects.exclude(credential__isnull=True).only("credential"):
@@ -71,6 +73,7 @@ def connection_secret_values() -> list[str]:
             values.append(connection.token)
         values.extend(connection.headers.values())
         values.extend(connection.env.values())
+    values.extend(credential_secret_values())
     return values
 
 

@@ -10,10 +10,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from connections import selectors, services
-from connections.models import AuthType, CatalogEntry, CatalogKind, Connection, Transport
+from connections import credentials, selectors, services
+from connections.models import (
+    AuthType,
+    CatalogEntry,
+    CatalogKind,
+    Connection,
+    CredentialMode,
+    Transport,
+    UpstreamCredential,
+)
 from gateway_project.api_errors import error_response, request_body_object
-from oauth.permissions import IsAdminOrReadOnly, api_membership
+from oauth.permissions import IsAdminOrReadOnly, IsOrganizationMember, api_membership
 
 NOT_FOUND = "MCP connection not found"
 
@@ -47,6 +55,19 @@ class ConnectionOutSerializer(serializers.ModelSerializer[Connection]):
     serverInstructions = serializers.CharField(source="server_instructions")
     lastCheckError = serializers.CharField(source="last_check_error")
     lastCheckLatencyMs = serializers.IntegerField(source="last_check_latency_ms", allow_null=True)
+    credentialMode = serializers.CharField(source="credential_mode")
+    oauthClientId = serializers.CharField(source="oauth_client_id", allow_null=True)
+    oauthClientSecretSet = serializers.BooleanField(source="oauth_client_secret_is_set")
+    oauthRegistration = serializers.CharField(source="oauth_registration", allow_null=True)
+    oauthScopes = serializers.CharField(source="oauth_scopes")
+    sharedCredentialState = serializers.SerializerMethodField()
+
+    def get_sharedCredentialState(self, connection: Connection) -> str | None:
+        """A shared OAuth connection's sign-in: missing, valid, expiring or needs_reauth."""
+        if connection.is_personal or not connection.is_oauth:
+            return None
+        found = credentials.credential_get(connection=connection, user_id=None)
+        return "missing" if found is None else credentials.credential_display_state(found)
 
     class Meta:
         model = Connection
@@ -75,6 +96,12 @@ class ConnectionOutSerializer(serializers.ModelSerializer[Connection]):
             "serverInstructions",
             "lastCheckError",
             "lastCheckLatencyMs",
+            "credentialMode",
+            "oauthClientId",
+            "oauthClientSecretSet",
+            "oauthRegistration",
+            "oauthScopes",
+            "sharedCredentialState",
         ]
         read_only_fields = fields
 
@@ -120,6 +147,20 @@ class ConnectionInSerializer(serializers.Serializer[Any]):
         required=False,
         allow_null=True,
     )
+    credentialMode = serializers.ChoiceField(choices=CredentialMode.choices, required=False)
+    oauthClientId = serializers.CharField(
+        max_length=services.OAUTH_CLIENT_ID_MAX, required=False, allow_blank=True, allow_null=True
+    )
+    oauthClientSecret = serializers.CharField(
+        max_length=services.OAUTH_CLIENT_SECRET_MAX,
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+    )
+    oauthScopes = serializers.CharField(
+        max_length=services.OAUTH_SCOPES_MAX, required=False, allow_blank=True, allow_null=True
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = (
@@ -144,6 +185,10 @@ _FIELD_TO_ARG = {
     "command": "command",
     "args": "args",
     "env": "env",
+    "credentialMode": "credential_mode",
+    "oauthClientId": "oauth_client_id",
+    "oauthClientSecret": "oauth_client_secret",
+    "oauthScopes": "oauth_scopes",
 }
 
 
@@ -282,7 +327,7 @@ class ConnectionHealthCheckApi(_OneConnectionApi):
         connection = self._connection(request, connection_id)
         if connection is None:
             return error_response(404, NOT_FOUND)
-        services.connection_check_health(connection=connection)
+        services.connection_check_health(connection=connection, user=request.user)
         connection.refresh_from_db()
         return Response(ConnectionOutSerializer(connection).data)
 
@@ -319,3 +364,169 @@ class ConnectionCatalogApi(_OneConnectionApi):
                 "prompts": CatalogEntrySerializer(grouped[CatalogKind.PROMPT], many=True).data,
             }
         )
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+
+class CredentialSerializer(serializers.ModelSerializer[UpstreamCredential]):
+    """Who holds a credential for a connection and its state; never the secret."""
+
+    userId = serializers.IntegerField(source="user_id", allow_null=True)
+    username = serializers.SerializerMethodField()
+    state = serializers.SerializerMethodField()
+    stateReason = serializers.CharField(source="state_reason")
+    expiresAt = serializers.DateTimeField(source="expires_at", allow_null=True)
+    refreshedAt = serializers.DateTimeField(source="refreshed_at", allow_null=True)
+    createdAt = serializers.DateTimeField(source="created_at")
+    updatedAt = serializers.DateTimeField(source="updated_at")
+
+    def get_username(self, credential: UpstreamCredential) -> str | None:
+        return credential.user.get_username() if credential.user is not None else None
+
+    def get_state(self, credential: UpstreamCredential) -> str:
+        """valid, expiring (its access token expires within the refresh margin) or needs_reauth."""
+        return credentials.credential_display_state(credential)
+
+    class Meta:
+        model = UpstreamCredential
+        fields = [
+            "id",
+            "userId",
+            "username",
+            "kind",
+            "state",
+            "stateReason",
+            "expiresAt",
+            "refreshedAt",
+            "createdAt",
+            "updatedAt",
+        ]
+        read_only_fields = fields
+
+
+class ConnectionCredentialsApi(_OneConnectionApi):
+    @extend_schema(
+        operation_id="mcp_connections_credentials",
+        responses={
+            200: inline_serializer(
+                "ConnectionCredentials", {"credentials": CredentialSerializer(many=True)}
+            ),
+            403: ErrorSerializer,
+            404: ErrorSerializer,
+        },
+    )
+    def get(self, request: Request, connection_id: str) -> Response:
+        """Who has a credential for this server (users' own, and the shared OAuth sign-in with
+        ``userId`` null), and its state; admins only. Secrets are never shown."""
+        connection = self._connection(request, connection_id)
+        if connection is None:
+            return error_response(404, NOT_FOUND)
+        membership = api_membership(request)
+        if membership is None or not membership.is_admin:
+            return error_response(403, "Only an organisation admin can see who holds credentials.")
+        found = selectors.connection_credentials(connection=connection)
+        return Response({"credentials": CredentialSerializer(found, many=True).data})
+
+
+class MyCredentialInSerializer(serializers.Serializer[Any]):
+    token = serializers.CharField(write_only=True, trim_whitespace=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = (
+            sorted(set(self.initial_data) - set(self.fields))
+            if isinstance(self.initial_data, dict)
+            else []
+        )
+        if unknown:
+            raise serializers.ValidationError({field: ["Unknown field."] for field in unknown})
+        return attrs
+
+
+MyCredentialOut = inline_serializer(
+    "MyCredential",
+    {
+        "connectionId": serializers.UUIDField(),
+        "credentialMode": serializers.CharField(),
+        "authType": serializers.CharField(),
+        "state": serializers.CharField(allow_null=True),
+        "kind": serializers.CharField(allow_null=True),
+        "stateReason": serializers.CharField(),
+        "expiresAt": serializers.DateTimeField(allow_null=True),
+        "updatedAt": serializers.DateTimeField(allow_null=True),
+        "connectUrl": serializers.CharField(),
+    },
+)
+
+
+class MyCredentialApi(_OneConnectionApi):
+    """The caller's own credential for a personal-mode server (any member)."""
+
+    permission_classes = [IsOrganizationMember]
+
+    def _body(self, connection: Connection, user: Any) -> dict[str, Any]:
+        found = (
+            credentials.credential_get(connection=connection, user_id=user.pk)
+            if connection.is_personal
+            else None
+        )
+        state = None
+        if connection.is_personal:
+            state = "missing" if found is None else credentials.credential_display_state(found)
+        return {
+            "connectionId": str(connection.pk),
+            "credentialMode": connection.credential_mode,
+            "authType": connection.auth_type,
+            "state": state,
+            "kind": found.kind if found is not None else None,
+            "stateReason": found.state_reason if found is not None else "",
+            "expiresAt": found.expires_at.isoformat() if found and found.expires_at else None,
+            "updatedAt": found.updated_at.isoformat() if found is not None else None,
+            "connectUrl": credentials.my_connections_url(),
+        }
+
+    @extend_schema(
+        operation_id="mcp_connections_my_credential",
+        responses={200: MyCredentialOut, 404: ErrorSerializer},
+    )
+    def get(self, request: Request, connection_id: str) -> Response:
+        """Whether you have a credential for this server and its state (``state`` null: the
+        server uses one shared credential)."""
+        connection = self._connection(request, connection_id)
+        if connection is None:
+            return error_response(404, NOT_FOUND)
+        return Response(self._body(connection, request.user))
+
+    @extend_schema(
+        operation_id="mcp_connections_my_credential_set",
+        request=MyCredentialInSerializer,
+        responses={200: MyCredentialOut, 400: ErrorSerializer, 404: ErrorSerializer},
+    )
+    def put(self, request: Request, connection_id: str) -> Response:
+        """Store your own token for a personal-mode bearer server (replacing yours). An OAuth
+        server needs a sign-in in the browser, on the page named by ``connectUrl``."""
+        connection = self._connection(request, connection_id)
+        if connection is None:
+            return error_response(404, NOT_FOUND)
+        body = request_body_object(request)
+        if isinstance(body, Response):
+            return body
+        serializer = MyCredentialInSerializer(data=body)
+        serializer.is_valid(raise_exception=True)
+        credentials.personal_token_set(
+            connection=connection, user=request.user, token=serializer.validated_data["token"]
+        )
+        return Response(self._body(connection, request.user))
+
+    @extend_schema(
+        operation_id="mcp_connections_my_credential_delete",
+        responses={204: OpenApiResponse(description="Removed"), 404: ErrorSerializer},
+    )
+    def delete(self, request: Request, connection_id: str) -> Response:
+        """Forget your own credential for this server."""
+        connection = self._connection(request, connection_id)
+        if connection is None:
+            return error_response(404, NOT_FOUND)
+        if not credentials.credential_remove(connection=connection, user=request.user):
+            return error_response(404, "You have no credential for this server.")
+        return Response(status=204)

@@ -8,7 +8,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from connections.models import AuthType, Connection, Transport
+from connections.models import AuthType, Connection, CredentialMode, Transport
 from connections.services import STDIO_DISABLED
 
 # Service errors are keyed by API field names; the form's fields use these.
@@ -23,6 +23,10 @@ API_FIELD_TO_FORM = {
     "command": "command",
     "args": "args",
     "env": "env",
+    "credentialMode": "credential_mode",
+    "oauthClientId": "oauth_client_id",
+    "oauthClientSecret": "oauth_client_secret",
+    "oauthScopes": "oauth_scopes",
 }
 
 
@@ -55,6 +59,34 @@ class ConnectionForm(forms.Form):
     transport = forms.ChoiceField(choices=Transport.choices, initial=Transport.STREAMABLE_HTTP)
     auth_type = forms.ChoiceField(
         label="Authentication", choices=AuthType.choices, initial=AuthType.NONE
+    )
+    credential_mode = forms.ChoiceField(
+        label="Credentials",
+        choices=CredentialMode.choices,
+        initial=CredentialMode.SHARED,
+        required=False,
+        help_text="Personal: every user connects their own token or sign-in on “My connections”; "
+        "calls are made with the credential of the user the AI client acts for.",
+    )
+    oauth_client_id = forms.CharField(
+        label="OAuth client id",
+        required=False,
+        max_length=500,
+        help_text="Only if the server's authorization server gave you one (register the "
+        "gateway's redirect URI there, shown below). Left empty, the gateway registers itself "
+        "(client ID metadata document or dynamic registration).",
+    )
+    oauth_client_secret = forms.CharField(
+        label="OAuth client secret",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )
+    oauth_scopes = forms.CharField(
+        label="OAuth scopes",
+        required=False,
+        max_length=1000,
+        help_text="Space-separated; empty asks for what the server advertises.",
     )
     token = forms.CharField(
         label="Bearer token",
@@ -117,6 +149,11 @@ class ConnectionForm(forms.Form):
                 "server_url": connection.server_url,
                 "transport": connection.transport,
                 "auth_type": connection.auth_type,
+                "credential_mode": connection.credential_mode,
+                "oauth_client_id": connection.oauth_client_id
+                if connection.oauth_registration == "manual"
+                else "",
+                "oauth_scopes": connection.oauth_scopes,
                 "instructions": connection.instructions or "",
                 "command": connection.command,
                 "args": "\n".join(connection.args),
@@ -136,6 +173,17 @@ class ConnectionForm(forms.Form):
             self.fields["transport"].help_text = self.stdio_disabled_reason
             for name in ("command", "args", "env", "clear_env"):
                 del self.fields[name]
+        if connection is not None and connection.oauth_registration == "manual":
+            self.fields["oauth_client_secret"].help_text = (
+                "A secret is stored; leave blank to keep it."
+                if connection.oauth_client_secret_is_set
+                else "No secret is stored (a public client)."
+            )
+        elif connection is not None and connection.oauth_registration:
+            self.fields["oauth_client_id"].help_text = (
+                f"The gateway registered itself ({connection.oauth_registration}). "
+                "Enter an id only to use one the server's authorization server gave you."
+            )
         if connection is not None:
             self.fields["token"].help_text = (
                 "A token is stored; leave blank to keep it."
@@ -217,6 +265,22 @@ class ConnectionForm(forms.Form):
         else:
             arguments["server_url"] = data.get("server_url") or ""
             arguments["auth_type"] = data["auth_type"]
+            arguments["credential_mode"] = data.get("credential_mode") or (
+                self.connection.credential_mode
+                if self.connection is not None
+                else CredentialMode.SHARED
+            )
+            if data["auth_type"] == AuthType.OAUTH:
+                arguments["oauth_scopes"] = data.get("oauth_scopes") or ""
+                client_id = data.get("oauth_client_id") or ""
+                manual = self.connection is not None and (
+                    self.connection.oauth_registration == "manual"
+                )
+                # An empty id box on a connection that registered itself keeps that registration.
+                if client_id or manual or self.connection is None:
+                    arguments["oauth_client_id"] = client_id or None
+                if data.get("oauth_client_secret"):
+                    arguments["oauth_client_secret"] = data["oauth_client_secret"]
         creating = self.connection is None
         for secret in ("token", "headers", "env"):
             if secret not in self.fields:

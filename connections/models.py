@@ -6,6 +6,7 @@ import shlex
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -23,6 +24,14 @@ class Transport(models.TextChoices):
 class AuthType(models.TextChoices):
     NONE = "none", "None"
     BEARER = "bearer", "Bearer token"
+    # The server protects itself with the MCP authorization spec: the gateway signs in to
+    # the server's own authorization server (discovery, registration, code + PKCE).
+    OAUTH = "oauth", "OAuth (sign in to the server)"
+
+
+class CredentialMode(models.TextChoices):
+    SHARED = "shared", "Shared: one credential for everyone"
+    PERSONAL = "personal", "Personal: each user brings their own"
 
 
 class ConnectionStatus(models.TextChoices):
@@ -57,6 +66,9 @@ class Connection(models.Model):
         max_length=32, choices=Transport.choices, default=Transport.STREAMABLE_HTTP
     )
     auth_type = models.CharField(max_length=16, choices=AuthType.choices, default=AuthType.NONE)
+    credential_mode = models.CharField(
+        max_length=16, choices=CredentialMode.choices, default=CredentialMode.SHARED
+    )
     status = models.CharField(
         max_length=16, choices=ConnectionStatus.choices, default=ConnectionStatus.UNKNOWN
     )
@@ -64,6 +76,12 @@ class Connection(models.Model):
     instructions = models.TextField(null=True, blank=True)  # noqa: DJ001
     last_health_check_at = models.DateTimeField(null=True, blank=True)
     credential = EncryptedJSONField(null=True, blank=True)
+    # Upstream OAuth: how the gateway is registered with the server's authorization server,
+    # ``{"method": "manual" | "cimd" | "dcr", "client_id", "client_secret", "issuer",
+    # "token_endpoint_auth_method"}`` (encrypted: it may hold a client secret), and the
+    # scopes to ask for (blank: what the server advertises).
+    oauth_client = EncryptedJSONField(null=True, blank=True)
+    oauth_scopes = models.CharField(max_length=1000, blank=True)
     connect_timeout_seconds = models.PositiveIntegerField(default=10)
     call_timeout_seconds = models.PositiveIntegerField(default=60)
 
@@ -148,12 +166,171 @@ class Connection(models.Model):
         return self.server_url
 
     @property
+    def is_personal(self) -> bool:
+        return self.credential_mode == CredentialMode.PERSONAL
+
+    @property
+    def is_oauth(self) -> bool:
+        return self.auth_type == AuthType.OAUTH
+
+    def _oauth_client(self) -> dict[str, Any]:
+        return self.oauth_client if isinstance(self.oauth_client, dict) else {}
+
+    @property
+    def oauth_client_id(self) -> str | None:
+        """The client id the gateway uses with the server's authorization server, if any."""
+        value = self._oauth_client().get("client_id")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def oauth_client_secret(self) -> str | None:
+        value = self._oauth_client().get("client_secret")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def oauth_client_secret_is_set(self) -> bool:
+        return self.oauth_client_secret is not None
+
+    @property
+    def oauth_registration(self) -> str | None:
+        """How the client id was obtained: manual (an admin entered it), cimd or dcr."""
+        value = self._oauth_client().get("method")
+        return value if isinstance(value, str) and value else None
+
+    @property
     def token_is_set(self) -> bool:
         return self.token is not None or self.credential_unreadable
 
     @property
     def headers_are_set(self) -> bool:
         return bool(self.headers) or self.credential_unreadable
+
+
+class CredentialKind(models.TextChoices):
+    TOKEN = "token", "Personal token"
+    OAUTH = "oauth", "OAuth sign-in"
+
+
+class CredentialState(models.TextChoices):
+    VALID = "valid", "Valid"
+    NEEDS_REAUTH = "needs_reauth", "Needs re-authorization"
+
+
+class UpstreamCredential(models.Model):
+    """A credential the gateway holds for one connection and uses on its upstream calls.
+
+    In personal mode each user has their own (``user`` set): a token they pasted
+    (``kind`` token, ``secret`` = ``{"token"}``) or the tokens of their sign-in to
+    the server (``kind`` oauth, ``secret`` = ``{"access_token", "refresh_token",
+    "scope"}``). A shared-mode OAuth connection has one row with ``user`` null.
+    ``secret`` is encrypted at rest and never shown; ``expires_at`` (the access
+    token's expiry) and ``state`` are not secret, so the refresh task can select by them.
+    A failed refresh sets ``needs_reauth`` with a short ``state_reason``.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="upstream_credentials"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="upstream_credentials",
+    )
+    kind = models.CharField(max_length=16, choices=CredentialKind.choices)
+    secret = EncryptedJSONField()
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    state = models.CharField(
+        max_length=16, choices=CredentialState.choices, default=CredentialState.VALID
+    )
+    state_reason = models.CharField(max_length=300, blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    # Claimed by the one process refreshing it (rotating refresh tokens are single-use).
+    refresh_claimed_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["connection", "created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "user"],
+                condition=Q(user__isnull=False),
+                name="upstream_credential_one_per_user",
+            ),
+            models.UniqueConstraint(
+                fields=["connection"],
+                condition=Q(user__isnull=True),
+                name="upstream_credential_one_shared",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind} credential of {self.user_id or 'the connection'} for {self.connection_id}"
+        )
+
+    def _secret(self) -> dict[str, Any]:
+        return self.secret if isinstance(self.secret, dict) else {}
+
+    @property
+    def unreadable(self) -> bool:
+        return isinstance(self.secret, UnreadableSecret)
+
+    @property
+    def bearer(self) -> str | None:
+        """What goes after ``Authorization: Bearer``: the pasted token or the access token."""
+        key = "token" if self.kind == CredentialKind.TOKEN else "access_token"
+        value = self._secret().get(key)
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def refresh_token(self) -> str | None:
+        value = self._secret().get("refresh_token")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def scope(self) -> str:
+        value = self._secret().get("scope")
+        return value if isinstance(value, str) else ""
+
+    def secret_values(self) -> list[str]:
+        """The secret strings of this credential (for the activity log's redactor); the
+        token endpoint and resource URLs stored beside them are not secret."""
+        secret = self._secret()
+        keys = ("token", "access_token", "refresh_token")
+        return [v for k in keys if isinstance(v := secret.get(k), str) and v]
+
+
+class UpstreamOAuthFlow(models.Model):
+    """One sign-in to an upstream's authorization server, between the redirect and the callback.
+
+    Found by the SHA-256 of its ``state`` (the state itself is never stored), bound
+    to the user who started it, used once (deleted when the callback arrives) and
+    short-lived. ``secret`` holds the PKCE code verifier, encrypted. ``shared``: the
+    admin is connecting the connection's shared credential, not their own.
+    """
+
+    state_digest = models.CharField(max_length=64, unique=True)
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    shared = models.BooleanField(default=False)
+    secret = EncryptedJSONField()
+    issuer = models.CharField(max_length=2000)
+    token_endpoint = models.CharField(max_length=2000)
+    redirect_uri = models.CharField(max_length=2000)
+    resource = models.CharField(max_length=2000)
+    scope = models.CharField(max_length=1000, blank=True)
+    # The issuer sends ``iss`` back with the code (RFC 9207): then it is required.
+    iss_required = models.BooleanField(default=False)
+    return_to = models.CharField(max_length=2000, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"sign-in of {self.user_id} to {self.connection_id}"
 
 
 class CatalogKind(models.TextChoices):

@@ -20,6 +20,11 @@ from django.utils.text import slugify
 
 from audit.redaction import secret_values_register
 from audit.services import management_event_record
+from connections.credentials import (
+    connection_credentials_changed,
+    credential_for_call,
+    credential_refresh_sync,
+)
 from connections.models import (
     AuthType,
     CatalogEntry,
@@ -27,8 +32,12 @@ from connections.models import (
     CatalogState,
     Connection,
     ConnectionStatus,
+    CredentialKind,
+    CredentialMode,
+    CredentialState,
     HealthCheck,
     Transport,
+    UpstreamCredential,
 )
 from connections.outbound import literal_address_refusal
 from connections.signals import catalog_changed
@@ -312,6 +321,7 @@ class _Reach:
     auth_type: str
     credential: dict[str, Any] | None
     keep_credential: bool
+    credential_mode: str = CredentialMode.SHARED
 
 
 def _clean_reach(
@@ -326,14 +336,19 @@ def _clean_reach(
     token: Any,
     headers: Any,
     errors: dict[str, list[str]],
+    credential_mode: Any = UNSET,
 ) -> _Reach:
     """Validate the transport-dependent fields; ``UNSET`` keeps the stored value.
 
     Stored values of the other transport family are dropped on a switch; values
     the caller gives for the other family are refused rather than silently lost.
-    ``auth_type`` is already cleaned (or ``UNSET``).
+    ``auth_type`` and ``credential_mode`` are already cleaned (or ``UNSET``).
     """
     if transport == Transport.STDIO:
+        if credential_mode == CredentialMode.PERSONAL:
+            errors.setdefault("credentialMode", []).append(
+                "A stdio server runs once for everyone: its credentials are shared."
+            )
         return _clean_stdio_reach(
             current=current,
             server_url=server_url,
@@ -386,22 +401,31 @@ def _clean_reach(
         else _clean_headers(None if headers is UNSET else headers, errors)
     )
     keep = unreadable and token is UNSET and headers is UNSET
+    new_mode = (
+        credential_mode
+        if credential_mode is not UNSET
+        else (current.credential_mode if current is not None else CredentialMode.SHARED)
+    )
+    personal = new_mode == CredentialMode.PERSONAL
     _check_auth(
         auth_type=new_auth,
         token=new_token,
         token_given=token is not UNSET,
         errors=errors,
         token_unreadable=keep,
+        personal=personal,
     )
+    # Only a shared bearer connection keeps a token of its own; in personal mode each
+    # user's token lives in their UpstreamCredential.
+    shared_token = new_token if new_auth == AuthType.BEARER and not personal else None
     return _Reach(
         server_url=new_url,
         command="",
         args=[],
         auth_type=new_auth,
-        credential=_credential(
-            token=new_token if new_auth == AuthType.BEARER else None, headers=new_headers
-        ),
+        credential=_credential(token=shared_token, headers=new_headers),
         keep_credential=keep,
+        credential_mode=new_mode,
     )
 
 
@@ -436,10 +460,10 @@ def _clean_stdio_reach(
         errors.setdefault("serverUrl", []).append(
             "A stdio server is started from its command and has no URL: leave it empty."
         )
-    if auth_type == AuthType.BEARER:
+    if auth_type in (AuthType.BEARER, AuthType.OAUTH):
         errors.setdefault("authType", []).append(
-            "A stdio server gets its secrets as environment variables, not a bearer token: "
-            "choose none."
+            "A stdio server gets its secrets as environment variables, not a bearer token "
+            "or an OAuth sign-in: choose none."
         )
     if _present(token):
         errors.setdefault("token", []).append(
@@ -536,14 +560,126 @@ def _check_auth(
     token_given: bool,
     errors: dict[str, list[str]],
     token_unreadable: bool,
+    personal: bool = False,
 ) -> None:
+    given = token_given and token is not None
+    if personal:
+        if auth_type not in (AuthType.BEARER, AuthType.OAUTH):
+            errors.setdefault("credentialMode", []).append(
+                "Personal credentials need bearer or OAuth authentication: each user then "
+                "brings a token or signs in to the server."
+            )
+        elif given:
+            errors.setdefault("token", []).append(
+                "With personal credentials each user brings their own token: leave the "
+                "shared token empty."
+            )
+        return
     if auth_type == AuthType.BEARER and token is None and not token_unreadable:
         errors.setdefault("token", []).append("Bearer authentication needs a token.")
-    elif auth_type == AuthType.NONE and token_given and token is not None:
+    elif auth_type == AuthType.NONE and given:
         # Dropping it silently would lose what the admin typed.
         errors.setdefault("token", []).append(
             "A token is only used with bearer authentication: choose bearer or leave it empty."
         )
+    elif auth_type == AuthType.OAUTH and given:
+        errors.setdefault("token", []).append(
+            "An OAuth connection signs in to the server and takes no token: leave it empty."
+        )
+
+
+OAUTH_CLIENT_ID_MAX = 500
+OAUTH_CLIENT_SECRET_MAX = 2000
+OAUTH_SCOPES_MAX = 1000
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 scope-token
+
+
+def _clean_oauth_client(
+    *,
+    current: Connection | None,
+    auth_type: str,
+    client_id: Any,
+    client_secret: Any,
+    errors: dict[str, list[str]],
+) -> Any:
+    """The registration to store for an OAuth connection (``UNSET``: keep the stored one).
+
+    An id an admin enters (with its secret, for a confidential client) is used as
+    it is; an empty id clears it, and the gateway registers itself again (client
+    ID metadata document or dynamic registration) at the next sign-in.
+    """
+    if auth_type != AuthType.OAUTH:
+        if _present(client_id) or _present(client_secret):
+            errors.setdefault("oauthClientId", []).append(
+                "Only OAuth connections have a client id and secret."
+            )
+        return None
+    was_oauth = current is not None and current.is_oauth
+    if client_id is UNSET and client_secret is UNSET:
+        return UNSET if was_oauth else None
+    manual_id = (
+        current.oauth_client_id
+        if current is not None and was_oauth and current.oauth_registration == "manual"
+        else None
+    )
+    if client_id is UNSET:
+        if manual_id is None:
+            errors.setdefault("oauthClientSecret", []).append("Give the client id with its secret.")
+            return UNSET
+        client_id = manual_id
+    if client_id is None or (isinstance(client_id, str) and not client_id.strip()):
+        if _present(client_secret):
+            errors.setdefault("oauthClientSecret", []).append("Give the client id with its secret.")
+        return None
+    if not isinstance(client_id, str):
+        errors.setdefault("oauthClientId", []).append("The client id must be a string.")
+        return UNSET
+    clean_id = client_id.strip()
+    if len(clean_id) > OAUTH_CLIENT_ID_MAX or _has_control(clean_id):
+        errors.setdefault("oauthClientId", []).append(
+            f"Use at most {OAUTH_CLIENT_ID_MAX} characters, without control characters."
+        )
+    secret: str | None
+    if client_secret is UNSET:
+        secret = (
+            current.oauth_client_secret if current is not None and manual_id == clean_id else None
+        )
+    elif client_secret is None or client_secret == "":
+        secret = None
+    elif not isinstance(client_secret, str):
+        errors.setdefault("oauthClientSecret", []).append("The client secret must be a string.")
+        secret = None
+    else:
+        secret = client_secret.strip() or None
+        if secret is not None and (len(secret) > OAUTH_CLIENT_SECRET_MAX or _has_control(secret)):
+            errors.setdefault("oauthClientSecret", []).append(
+                f"Use at most {OAUTH_CLIENT_SECRET_MAX} characters, without control characters."
+            )
+    return {
+        "method": "manual",
+        "client_id": clean_id,
+        "client_secret": secret,
+        # Chosen from the authorization server's metadata at the first sign-in.
+        "token_endpoint_auth_method": "",
+        "issuer": "",
+    }
+
+
+def _clean_oauth_scopes(scopes: Any, errors: dict[str, list[str]]) -> str:
+    if scopes is None:
+        return ""
+    if not isinstance(scopes, str):
+        errors.setdefault("oauthScopes", []).append("Scopes must be a string.")
+        return ""
+    words = scopes.split()
+    text = " ".join(words)
+    if len(text) > OAUTH_SCOPES_MAX:
+        errors.setdefault("oauthScopes", []).append(f"Use at most {OAUTH_SCOPES_MAX} characters.")
+    elif any(not _SCOPE_TOKEN.match(word) for word in words):
+        errors.setdefault("oauthScopes", []).append(
+            "Scopes are words separated by spaces, without quotes or backslashes."
+        )
+    return text
 
 
 def _save(connection: Connection) -> None:
@@ -575,6 +711,10 @@ def connection_create(
     command: Any = None,
     args: Any = None,
     env: Any = None,
+    credential_mode: Any = CredentialMode.SHARED,
+    oauth_client_id: Any = None,
+    oauth_client_secret: Any = None,
+    oauth_scopes: Any = None,
     actor: Any = None,
 ) -> Connection:
     """Register an upstream MCP server, or raise ``ValidationError`` with per-field messages.
@@ -582,14 +722,18 @@ def connection_create(
     An HTTP server needs ``server_url``; a stdio server (``transport="stdio"``,
     only while ``GATEWAY_ALLOW_STDIO`` is on) needs ``command``, takes ``args``
     and its secrets as ``env``. ``slug`` (the prefix of its tools' public names)
-    defaults to one derived from the name. ``actor`` (the acting user) is recorded
-    in the activity log.
+    defaults to one derived from the name. ``credential_mode`` ``personal`` makes
+    every user bring their own credential (a token with ``auth_type`` bearer, a
+    sign-in with oauth); an OAuth connection may take the client id and secret
+    its authorization server gave the gateway, and the scopes to ask for.
+    ``actor`` (the acting user) is recorded in the activity log.
     """
     errors: dict[str, list[str]] = {}
     clean_name = _clean_name(name, errors)
     clean_slug = None if slug is None or slug == "" else _clean_slug(slug, errors)
     clean_transport = _clean_choice(transport, Transport, "transport", errors)
     clean_auth = _clean_choice(auth_type, AuthType, "authType", errors)
+    clean_mode = _clean_choice(credential_mode, CredentialMode, "credentialMode", errors)
     reach = _clean_reach(
         current=None,
         transport=clean_transport,
@@ -601,7 +745,18 @@ def connection_create(
         token=token,
         headers=headers,
         errors=errors,
+        credential_mode=clean_mode or UNSET,
     )
+    oauth_client = _clean_oauth_client(
+        current=None,
+        auth_type=reach.auth_type,
+        client_id=oauth_client_id,
+        client_secret=oauth_client_secret,
+        errors=errors,
+    )
+    clean_scopes = _clean_oauth_scopes(oauth_scopes, errors)
+    if clean_scopes and reach.auth_type != AuthType.OAUTH:
+        errors.setdefault("oauthScopes", []).append("Only OAuth connections ask for scopes.")
     clean_instructions = _clean_instructions(instructions, errors)
     _check_name_free(organization=organization, name=clean_name, exclude=None, errors=errors)
     if clean_slug is not None:
@@ -617,6 +772,9 @@ def connection_create(
         args=reach.args,
         transport=clean_transport,
         auth_type=reach.auth_type,
+        credential_mode=reach.credential_mode,
+        oauth_client=None if oauth_client is UNSET else oauth_client,
+        oauth_scopes=clean_scopes,
         instructions=clean_instructions,
         credential=reach.credential,
     )
@@ -632,6 +790,7 @@ def connection_create(
         details={
             "transport": connection.transport,
             "authType": connection.auth_type,
+            "credentialMode": connection.credential_mode,
             "credentialSet": connection.credential is not None,
         },
     )
@@ -670,6 +829,10 @@ def connection_update(
     command: Any = UNSET,
     args: Any = UNSET,
     env: Any = UNSET,
+    credential_mode: Any = UNSET,
+    oauth_client_id: Any = UNSET,
+    oauth_client_secret: Any = UNSET,
+    oauth_scopes: Any = UNSET,
     actor: Any = None,
 ) -> Connection:
     """Change the given fields of a connection; arguments left ``UNSET`` keep their value.
@@ -678,7 +841,9 @@ def connection_update(
     empty value clears it); the stored secret is never read back to the caller.
     Switching ``auth_type`` to ``none`` drops the token; switching between HTTP
     and stdio drops what only the old transport used (URL, token and headers, or
-    command, arguments and environment).
+    command, arguments and environment). Stored user credentials that no longer
+    fit (another mode or authentication) are removed, and all of them when the
+    server URL changes: a token must never reach a server it was not given for.
     """
     errors: dict[str, list[str]] = {}
     new_name = connection.name if name is UNSET else _clean_name(name, errors)
@@ -691,6 +856,11 @@ def connection_update(
     clean_auth = (
         UNSET if auth_type is UNSET else _clean_choice(auth_type, AuthType, "authType", errors)
     )
+    clean_mode = (
+        UNSET
+        if credential_mode is UNSET
+        else _clean_choice(credential_mode, CredentialMode, "credentialMode", errors)
+    )
     reach = _clean_reach(
         current=connection,
         transport=new_transport,
@@ -702,7 +872,24 @@ def connection_update(
         token=token,
         headers=headers,
         errors=errors,
+        credential_mode=clean_mode or UNSET,
     )
+    oauth_client = _clean_oauth_client(
+        current=connection,
+        auth_type=reach.auth_type,
+        client_id=oauth_client_id,
+        client_secret=oauth_client_secret,
+        errors=errors,
+    )
+    new_scopes = (
+        connection.oauth_scopes
+        if oauth_scopes is UNSET
+        else _clean_oauth_scopes(oauth_scopes, errors)
+    )
+    if reach.auth_type != AuthType.OAUTH:
+        if oauth_scopes is not UNSET and new_scopes:
+            errors.setdefault("oauthScopes", []).append("Only OAuth connections ask for scopes.")
+        new_scopes = ""
     new_instructions = (
         connection.instructions
         if instructions is UNSET
@@ -718,15 +905,24 @@ def connection_update(
         raise ValidationError(errors)
 
     reach_changed = (
-        (reach.server_url, reach.command, reach.args, new_transport, reach.auth_type)
+        (
+            reach.server_url,
+            reach.command,
+            reach.args,
+            new_transport,
+            reach.auth_type,
+            reach.credential_mode,
+        )
         != (
             connection.server_url,
             connection.command,
             connection.args,
             connection.transport,
             connection.auth_type,
+            connection.credential_mode,
         )
-    ) or any(value is not UNSET for value in (token, headers, env))
+    ) or any(value is not UNSET for value in (token, headers, env, oauth_client_id))
+    url_changed = reach.server_url != connection.server_url
     before = {
         "name": connection.name,
         "slug": connection.slug,
@@ -735,6 +931,8 @@ def connection_update(
         "args": connection.args,
         "transport": connection.transport,
         "authType": connection.auth_type,
+        "credentialMode": connection.credential_mode,
+        "oauthScopes": connection.oauth_scopes,
         "instructions": connection.instructions,
     }
     connection.name = new_name
@@ -744,10 +942,18 @@ def connection_update(
     connection.args = reach.args
     connection.transport = new_transport
     connection.auth_type = reach.auth_type
+    connection.credential_mode = reach.credential_mode
+    connection.oauth_scopes = new_scopes
+    if oauth_client is not UNSET:
+        connection.oauth_client = oauth_client
     connection.instructions = new_instructions
     if not reach.keep_credential:
         connection.credential = reach.credential
-    _save(connection)
+    with transaction.atomic():
+        _save(connection)
+        pruned = _credentials_prune(connection=connection, all_of_them=url_changed)
+        if reach_changed or pruned:
+            connection_credentials_changed(connection=connection)
     if reach_changed:
         _check_soon(connection)
     after = {
@@ -758,6 +964,8 @@ def connection_update(
         "args": connection.args,
         "transport": connection.transport,
         "authType": connection.auth_type,
+        "credentialMode": connection.credential_mode,
+        "oauthScopes": connection.oauth_scopes,
         "instructions": connection.instructions,
     }
     changed = sorted(key for key in after if after[key] != before[key])
@@ -771,18 +979,46 @@ def connection_update(
     if changed:
         management_event_record(action="connection.updated", details={"fields": changed}, **event)
     secrets = [
-        n for n, v in (("token", token), ("headers", headers), ("env", env)) if v is not UNSET
-    ]
-    if secrets:
-        management_event_record(
-            action="connection.credentials_changed", details={"fields": secrets}, **event
+        n
+        for n, v in (
+            ("token", token),
+            ("headers", headers),
+            ("env", env),
+            ("oauthClientId", oauth_client_id),
+            ("oauthClientSecret", oauth_client_secret),
         )
+        if v is not UNSET
+    ]
+    if secrets or pruned:
+        details: dict[str, Any] = {"fields": secrets}
+        if pruned:
+            details["userCredentialsRemoved"] = pruned
+        management_event_record(action="connection.credentials_changed", details=details, **event)
     return connection
+
+
+def _credentials_prune(*, connection: Connection, all_of_them: bool) -> int:
+    """Remove stored user credentials the connection no longer uses; how many went.
+
+    ``all_of_them`` when the server URL changed: tokens were given for the old server.
+    """
+    stored = UpstreamCredential.objects.filter(connection=connection)
+    if not all_of_them:
+        if connection.is_personal:
+            expected = CredentialKind.OAUTH if connection.is_oauth else CredentialKind.TOKEN
+            stored = stored.filter(Q(user__isnull=True) | ~Q(kind=expected))
+        elif connection.is_oauth:
+            stored = stored.filter(Q(user__isnull=False) | ~Q(kind=CredentialKind.OAUTH))
+    count = stored.count()
+    if count:
+        stored.delete()
+    return count
 
 
 @transaction.atomic
 def connection_delete(*, connection: Connection, actor: Any = None) -> None:
-    """Remove a connection and its stored credential."""
+    """Remove a connection and its stored credentials (users' own included)."""
+    connection_credentials_changed(connection=connection)
     management_event_record(
         organization_id=connection.organization_id,
         action="connection.deleted",
@@ -800,8 +1036,19 @@ HEALTH_HISTORY_KEPT = 50
 ERROR_BACKOFF_MAX = timedelta(minutes=30)
 
 
-def upstream_target_for(*, connection: Connection) -> UpstreamTarget:
-    """How to reach the connection's server with its shared credential.
+def upstream_target_for(
+    *,
+    connection: Connection,
+    user_id: int | None = None,
+    credential: UpstreamCredential | _Unset | None = UNSET,
+) -> UpstreamTarget:
+    """How to reach the connection's server on behalf of a user.
+
+    A shared bearer connection sends its own token; a personal-mode connection
+    the user's own credential; a shared OAuth connection the tokens an admin
+    obtained. ``credential`` forces which stored credential to use (health
+    checks). Raises ``UpstreamError`` when the user has no usable credential
+    (``needs_credential``, ``needs_reauth``), with a message naming where to add it.
 
     A stdio connection is refused (kind ``disabled``) while ``GATEWAY_ALLOW_STDIO``
     is off, checked here at every use: one saved while it was on must not run
@@ -818,6 +1065,8 @@ def upstream_target_for(*, connection: Connection) -> UpstreamTarget:
     secret_values_register(
         [connection.token or "", *connection.headers.values(), *connection.env.values()]
     )
+    if isinstance(credential, _Unset):
+        credential = credential_for_call(connection=connection, user_id=user_id)
     if connection.is_stdio:
         return UpstreamTarget(
             url="",
@@ -829,6 +1078,26 @@ def upstream_target_for(*, connection: Connection) -> UpstreamTarget:
             call_timeout=float(connection.call_timeout_seconds),
         )
     headers = dict(connection.headers)
+    if credential is not None:
+        bearer = credential.bearer
+        if bearer is None:
+            raise UpstreamError("needs_reauth", "The stored credential holds no token.")
+        secret_values_register(credential.secret_values())
+        headers["Authorization"] = f"Bearer {bearer}"
+        refreshable = credential.kind == CredentialKind.OAUTH
+        return UpstreamTarget(
+            url=connection.server_url,
+            transport=connection.transport,
+            headers=headers,
+            connect_timeout=float(connection.connect_timeout_seconds),
+            call_timeout=float(connection.call_timeout_seconds),
+            credential_id=str(credential.pk),
+            refreshable=refreshable,
+            personal=credential.user_id is not None,
+            expires_at=credential.expires_at.timestamp()
+            if refreshable and credential.expires_at is not None
+            else None,
+        )
     if connection.auth_type == AuthType.BEARER and connection.token:
         headers["Authorization"] = f"Bearer {connection.token}"
     return UpstreamTarget(
@@ -837,6 +1106,49 @@ def upstream_target_for(*, connection: Connection) -> UpstreamTarget:
         headers=headers,
         connect_timeout=float(connection.connect_timeout_seconds),
         call_timeout=float(connection.call_timeout_seconds),
+    )
+
+
+def health_check_credential(
+    *, connection: Connection, user: Any = None
+) -> UpstreamCredential | UpstreamError | None:
+    """The credential a health check (and catalog refresh) of this connection uses.
+
+    Shared mode: the connection's own. Personal mode: the checking admin's own when
+    it is valid, else the valid credential of an admin, else of any member, most
+    recently renewed first (the catalog is assumed the same for everyone, which is
+    what an MCP server's tool list is in practice); with none, the check reports
+    ``needs_credential`` and the connection stays ``unknown``.
+    """
+    if not connection.is_personal:
+        if not connection.is_oauth:
+            return None
+        try:
+            return credential_for_call(connection=connection, user_id=None)
+        except UpstreamError as error:
+            return error
+    valid = UpstreamCredential.objects.filter(
+        connection=connection,
+        user__isnull=False,
+        state=CredentialState.VALID,
+        kind=CredentialKind.OAUTH if connection.is_oauth else CredentialKind.TOKEN,
+    )
+    if user is not None:
+        own = valid.filter(user=user).first()
+        if own is not None and not own.unreadable:
+            return own
+    admins = valid.filter(
+        user__memberships__organization_id=connection.organization_id,
+        user__memberships__role="admin",
+    )
+    for candidates in (admins, valid):
+        for found in candidates.order_by("-updated_at")[:5]:
+            if not found.unreadable:
+                return found
+    return UpstreamError(
+        "needs_credential",
+        "This server uses personal credentials and nobody has connected one yet, so it "
+        "cannot be checked. Connect yours on the My connections page.",
     )
 
 
@@ -934,19 +1246,39 @@ def connection_catalog_store(
     return counts
 
 
-def connection_check_health(*, connection: Connection) -> HealthCheck:
+def _health_check_target(*, connection: Connection, user: Any) -> UpstreamTarget:
+    chosen = health_check_credential(connection=connection, user=user)
+    if isinstance(chosen, UpstreamError):
+        raise chosen
+    if (
+        chosen is not None
+        and chosen.kind == CredentialKind.OAUTH
+        and chosen.expires_at is not None
+        and chosen.expires_at <= timezone.now() + timedelta(seconds=5)
+    ):
+        outcome = credential_refresh_sync(str(chosen.pk))
+        if outcome.status == "needs_reauth":
+            raise UpstreamError("needs_reauth", outcome.message)
+        chosen.refresh_from_db()
+    return upstream_target_for(connection=connection, credential=chosen)
+
+
+def connection_check_health(*, connection: Connection, user: Any = None) -> HealthCheck:
     """Check one connection now: open a session, fetch the catalog, record the outcome.
 
     Sets ``status`` (active or error), ``last_health_check_at``, the latency and
     on failure a short reason, keeps the last checks as history, and schedules
     the next check (backing off while the server keeps failing). Never raises
-    for an upstream failure.
+    for an upstream failure. ``user``: who asked for the check (a personal-mode
+    connection is then checked with their own credential when they have one;
+    see ``health_check_credential``). A personal-mode connection nobody has a
+    credential for stays ``unknown``.
     """
     started = time.monotonic()
     snapshot: CatalogSnapshot | None = None
     failure: UpstreamError | None = None
     try:
-        target = upstream_target_for(connection=connection)
+        target = _health_check_target(connection=connection, user=user)
         snapshot = async_to_sync(catalog_fetch)(target)
     except UpstreamError as error:
         failure = error
@@ -961,8 +1293,17 @@ def connection_check_health(*, connection: Connection) -> HealthCheck:
         if failure is None
         else min(interval * 2 ** min(failures - 1, 5), ERROR_BACKOFF_MAX)
     )
+    if failure is not None and failure.kind == "needs_credential":
+        # Nothing to check with yet: not an error of the server, no back-off.
+        failures, delay = 0, interval
     update = {
-        "status": ConnectionStatus.ACTIVE if failure is None else ConnectionStatus.ERROR,
+        "status": ConnectionStatus.ACTIVE
+        if failure is None
+        else (
+            ConnectionStatus.UNKNOWN
+            if failure.kind == "needs_credential"
+            else ConnectionStatus.ERROR
+        ),
         "last_health_check_at": now,
         "last_check_latency_ms": latency_ms,
         "last_check_error": "" if failure is None else failure.message[:500],

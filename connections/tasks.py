@@ -1,4 +1,5 @@
-"""Celery tasks of connections: periodic health checks. Tasks take ids and call services."""
+"""Celery tasks of connections: periodic health checks and upstream OAuth refreshes.
+Tasks take ids and call services."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from connections.credentials import (
+    credential_refresh_sync,
+    credentials_refresh_due,
+    upstream_oauth_flows_expired_delete,
+)
 from connections.models import Connection
 from connections.services import connection_check_health, connection_claim_check
 
@@ -50,3 +56,22 @@ def connection_check(connection_id: str) -> bool:
             next_check_at=timezone.now() + timedelta(minutes=10), check_claimed_until=None
         )
     return True
+
+
+@shared_task(ignore_result=True)
+def upstream_credentials_refresh_due() -> int:
+    """Fan out one refresh for every OAuth credential whose access token expires soon,
+    and forget unfinished sign-ins that expired."""
+    upstream_oauth_flows_expired_delete()
+    ids = credentials_refresh_due()
+    expires = float(settings.GATEWAY_UPSTREAM_OAUTH_REFRESH_INTERVAL)
+    for credential_id in ids:
+        upstream_credential_refresh.apply_async(args=(credential_id,), expires=expires)
+    return len(ids)
+
+
+@shared_task(ignore_result=True)
+def upstream_credential_refresh(credential_id: str) -> str:
+    """Renew one credential's access token; a refused refresh marks it as needing re-auth."""
+    outcome = credential_refresh_sync(credential_id)
+    return outcome.status

@@ -71,6 +71,12 @@ class UpstreamTarget:
     # Extra environment of the child, merged by the SDK over a minimal safe environment
     # (HOME, LOGNAME, PATH, SHELL, TERM, USER), not over the gateway's own.
     env: dict[str, str] = field(default_factory=dict, repr=False)
+    # The stored credential the Authorization header came from (a user's own, or the
+    # shared OAuth one), so a 401 can refresh it; not part of ``pool_key``.
+    credential_id: str = ""
+    refreshable: bool = False  # an OAuth credential with tokens the gateway can renew
+    personal: bool = False  # the credential is the user's own (messages tell them to fix it)
+    expires_at: float | None = None  # its access token's expiry (epoch seconds)
 
     @property
     def is_stdio(self) -> bool:
@@ -113,7 +119,10 @@ class UpstreamError(Exception):
 
     ``kind`` is one of: refused, unreachable, tls, timeout, unauthorized,
     forbidden, not_found, http, protocol; for stdio servers also exited (the
-    process ended) and disabled (the operator has turned stdio off).
+    process ended) and disabled (the operator has turned stdio off); credential
+    (unreadable), needs_credential (the user has none for a personal-mode server)
+    and needs_reauth (a sign-in expired or was revoked), whose messages are meant
+    for the person the client acts for.
     """
 
     def __init__(self, kind: str, message: str) -> None:

@@ -79,6 +79,25 @@ def principal_revoked_on_commit(*, principal_key: str) -> None:
     transaction.on_commit(lambda: _group_send(SESSIONS_GROUP, event), robust=True)
 
 
+class CredentialsChangedEvent(TypedDict):
+    """The payload of ``mcp.credentials.changed``: a stored upstream credential changed."""
+
+    type: Literal["mcp.credentials.changed"]
+    connection_id: str
+    user_id: int | None  # None: every user of the connection
+
+
+def credentials_changed_event_publish(*, connection_id: str, user_id: int | None) -> None:
+    """Tell every instance to drop the upstream targets it cached for this credential
+    (group ``mcp.sessions``); sent after the change committed."""
+    event: CredentialsChangedEvent = {
+        "type": "mcp.credentials.changed",
+        "connection_id": str(connection_id),
+        "user_id": user_id,
+    }
+    _group_send(SESSIONS_GROUP, event)
+
+
 def _group_send(group: str, event: Any) -> None:
     layer = get_channel_layer()
     if layer is None:

@@ -8,8 +8,10 @@ failures into short messages that name the server and leak nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +20,15 @@ from django.conf import settings
 from mcp import Client
 from mcp.shared.dispatcher import ProgressFnT
 
+from connections.credentials import RefreshOutcome, credential_refresh, my_connections_url
 from connections.models import Connection
 from connections.pool import UpstreamCallError, UpstreamPool, upstream_pool
 from connections.services import connection_catalog_store, upstream_target_for
 from connections.upstream import UpstreamError, UpstreamTarget, catalog_fetch_with
-from endpoints.events import connection_endpoints_changed_publish
+from endpoints.events import (
+    connection_endpoints_changed_publish,
+    credentials_changed_event_publish,
+)
 from endpoints.mcp import jsonrpc
 from endpoints.mcp.engine import CallContext, ProgressSink, Route, ServedView
 from endpoints.mcp.jsonrpc import ProtocolError
@@ -174,15 +180,27 @@ def endpoint_access(*, principal: Principal, endpoint_id: str) -> str:
     )
 
 
-def connection_targets_load(*, connection_ids: list[str]) -> dict[str, UpstreamTarget | str]:
-    """How to reach each connection, or why it cannot be reached (a message)."""
-    targets: dict[str, UpstreamTarget | str] = {}
-    for connection in Connection.objects.filter(pk__in=connection_ids):
-        try:
-            targets[str(connection.pk)] = upstream_target_for(connection=connection)
-        except UpstreamError as error:
-            targets[str(connection.pk)] = error.message
-    return targets
+def connection_target_load(
+    *, connection_id: str, user_id: int | None
+) -> tuple[UpstreamTarget | UpstreamError, bool]:
+    """How to reach a connection for a user, or why it cannot be (an ``UpstreamError``
+    with a message for that user); and whether the answer is the user's own (personal
+    mode) rather than the same for everyone."""
+    connection = Connection.objects.filter(pk=connection_id).first()
+    if connection is None:
+        return UpstreamError("not_found", "The server is no longer registered."), False
+    try:
+        target: UpstreamTarget | UpstreamError = upstream_target_for(
+            connection=connection, user_id=user_id
+        )
+    except UpstreamError as error:
+        target = error
+    return target, connection.is_personal
+
+
+def credentials_changed_publish(*, connection_id: str, user_id: int | None, **_: Any) -> None:
+    """``credentials_changed`` receiver: every process drops the targets it cached."""
+    credentials_changed_event_publish(connection_id=connection_id, user_id=user_id)
 
 
 _FAILURE_TEXT = {
@@ -200,9 +218,33 @@ _FAILURE_TEXT = {
 }
 
 
+# Their messages are written for the person the client acts for (and name the page
+# where they add or renew their credential): passed on as they are.
+_OWN_MESSAGE_KINDS = frozenset({"needs_credential", "needs_reauth"})
+
+
 def upstream_failure_message(server: str, error: UpstreamError) -> str:
     """A short message naming the server; never a host, a header or a credential."""
+    if error.kind in _OWN_MESSAGE_KINDS:
+        return error.message
     return f"The server {server!r} {_FAILURE_TEXT.get(error.kind, 'failed')}."
+
+
+def _refused_message(server: str, target: UpstreamTarget) -> UpstreamError:
+    """The upstream refused a stored credential even after any refresh."""
+    if target.personal:
+        what = "sign-in" if target.refreshable else "token"
+        how = "sign in again" if target.refreshable else "replace it"
+        return UpstreamError(
+            "needs_reauth",
+            f"The server {server!r} refused your {what}: {how} on the My connections page, "
+            f"{my_connections_url()} , then call again.",
+        )
+    return UpstreamError(
+        "needs_reauth",
+        f"The server {server!r} refused the gateway's sign-in: an admin must connect it "
+        "again on the connection's page.",
+    )
 
 
 def _catalog_store(*, connection_id: str, snapshot: Any) -> None:
@@ -254,18 +296,106 @@ class _ProgressRelay:
         await self.notify(jsonrpc.notification("notifications/progress", params))
 
 
+TargetsFn = Callable[[str, int | None], Awaitable[UpstreamTarget | UpstreamError]]
+ForgetFn = Callable[[str, int | None], None]
+# An access token this close to its expiry is renewed before the call, not sent.
+EXPIRY_SLACK_SECONDS = 5.0
+
+
+def _user_id(ctx: CallContext) -> int | None:
+    principal = ctx.principal
+    return principal.user_id if isinstance(principal, Principal) else None
+
+
 class GatewayBackend:
-    """Forwards engine calls through the upstream pool of the running event loop."""
+    """Forwards engine calls through the upstream pool of the running event loop.
 
-    def __init__(self, targets: Any) -> None:
-        # ``targets``: an async callable connection_id -> UpstreamTarget | str (cached).
+    Each call uses the target of the user the client acts for (their own
+    credential for a personal-mode server). An OAuth credential whose access
+    token has expired is refreshed before the call; a 401 from the upstream on
+    a stored credential refreshes it once and sends the call once more.
+    """
+
+    def __init__(self, targets: TargetsFn, forget: ForgetFn | None = None) -> None:
+        # ``targets``: connection_id, user_id -> UpstreamTarget | UpstreamError (cached);
+        # ``forget``: drop a cached target (after a refresh).
         self._targets = targets
+        self._forget = forget or (lambda connection_id, user_id: None)
+        self._refreshing: dict[str, asyncio.Future[RefreshOutcome]] = {}
 
-    async def _target(self, route: Route) -> UpstreamTarget:
-        target = await self._targets(route.connection_id)
-        if isinstance(target, str):
-            raise UpstreamError("credential", target)
+    async def _load(self, connection_id: str, user_id: int | None) -> UpstreamTarget:
+        target = await self._targets(connection_id, user_id)
+        if isinstance(target, UpstreamError):
+            raise UpstreamError(target.kind, target.message)
         return target
+
+    async def _target(self, route: Route, user_id: int | None) -> UpstreamTarget:
+        target = await self._load(route.connection_id, user_id)
+        expires = target.expires_at
+        if (
+            target.refreshable
+            and expires is not None
+            and expires <= time.time() + EXPIRY_SLACK_SECONDS
+        ):
+            target = await self._renewed(route, user_id, target)
+            if target.expires_at is not None and target.expires_at <= time.time():
+                raise UpstreamError(
+                    "unreachable",
+                    f"The sign-in to the server {route.server_label!r} expired and could not "
+                    "be renewed right now; try again shortly.",
+                )
+        return target
+
+    async def _refresh(self, target: UpstreamTarget) -> RefreshOutcome:
+        """Refresh the target's credential, once per process however many calls ask."""
+        key = target.credential_id
+        future = self._refreshing.get(key)
+        if future is None:
+            rejected = target.headers.get("Authorization", "").removeprefix("Bearer ")
+            future = asyncio.ensure_future(credential_refresh(key, rejected=rejected))
+            self._refreshing[key] = future
+
+            def done(finished: asyncio.Future[RefreshOutcome], key: str = key) -> None:
+                if self._refreshing.get(key) is finished:
+                    del self._refreshing[key]
+                if not finished.cancelled():
+                    finished.exception()
+
+            future.add_done_callback(done)
+        return await asyncio.shield(future)
+
+    async def _renewed(
+        self, route: Route, user_id: int | None, target: UpstreamTarget
+    ) -> UpstreamTarget:
+        await self._refresh(target)
+        self._forget(route.connection_id, user_id)
+        return await self._load(route.connection_id, user_id)
+
+    async def _send(
+        self,
+        ctx: CallContext,
+        route: Route,
+        send: Callable[[UpstreamTarget], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        user_id = _user_id(ctx)
+        target = await self._target(route, user_id)
+        try:
+            return await send(target)
+        except UpstreamError as error:
+            if error.kind != "unauthorized" or not target.credential_id:
+                raise
+            if not target.refreshable:
+                raise _refused_message(route.server_label, target) from None
+        # The upstream refused the access token: renew it once and send once more.
+        renewed = await self._renewed(route, user_id, target)
+        if renewed.headers == target.headers:
+            raise _refused_message(route.server_label, target)
+        try:
+            return await send(renewed)
+        except UpstreamError as error:
+            if error.kind == "unauthorized":
+                raise _refused_message(route.server_label, renewed) from None
+            raise
 
     async def call_tool(
         self,
@@ -282,8 +412,8 @@ class GatewayBackend:
         upstream_meta = {k: v for k, v in (meta or {}).items() if not k.startswith("io.model")}
         upstream_meta.pop("progressToken", None)
         ctx.route, started = route, time.perf_counter()  # activity log (issue 7)
-        try:
-            target = await self._target(route)
+
+        async def send(target: UpstreamTarget) -> dict[str, Any]:
             return await upstream_pool().call_tool(
                 connection_id=route.connection_id,
                 target=target,
@@ -292,6 +422,9 @@ class GatewayBackend:
                 meta=upstream_meta or None,
                 progress=progress,
             )
+
+        try:
+            return await self._send(ctx, route, send)
         except UpstreamError as error:
             text = upstream_failure_message(route.server_label, error)
             return {"content": [{"type": "text", "text": text}], "isError": True}
@@ -304,13 +437,16 @@ class GatewayBackend:
         self, ctx: CallContext, route: Route, call: str, **kwargs: Any
     ) -> dict[str, Any]:
         ctx.route, started = route, time.perf_counter()  # activity log (issue 7)
-        try:
-            target = await self._target(route)
+
+        async def send(target: UpstreamTarget) -> dict[str, Any]:
             method = getattr(upstream_pool(), call)
             result: dict[str, Any] = await method(
                 connection_id=route.connection_id, target=target, **kwargs
             )
             return result
+
+        try:
+            return await self._send(ctx, route, send)
         except UpstreamError as error:
             raise ProtocolError(
                 jsonrpc.SERVER_ERROR, upstream_failure_message(route.server_label, error)

@@ -51,7 +51,7 @@ from mcp.shared.inbound import (
 from audit import recorder as audit_recorder
 from connections import wirejson
 from connections.pool import pool_factory_set
-from connections.upstream import UpstreamTarget
+from connections.upstream import UpstreamError, UpstreamTarget
 from endpoints import provider
 from endpoints.events import SESSIONS_GROUP, endpoint_group
 from endpoints.mcp import jsonrpc
@@ -71,6 +71,7 @@ TOKEN_TTL: Final = 1.0
 USAGE_FLUSH_SECONDS: Final = 5.0
 COUNTED_METHODS: Final = frozenset({"tools/call", "resources/read", "prompts/get"})
 TARGET_TTL: Final = 5.0
+SHARED_TARGET: Final = "*"  # the target cache's user key of a shared-mode connection
 VIEW_TTL: Final = 60.0
 KEEPALIVE_SECONDS: Final = 15.0
 GATEWAY_VERSION: Final = "1.0"
@@ -108,7 +109,9 @@ class Hub:
         self.views: dict[str, tuple[float, LoadedEndpoint | None]] = {}
         self.tokens: dict[str, tuple[float, Principal | None]] = {}
         self.access: dict[tuple[str, str], tuple[float, str]] = {}
-        self.targets: dict[str, tuple[float, UpstreamTarget | str]] = {}
+        # Upstream targets by (connection, user id) for personal-mode servers, and by
+        # (connection, SHARED_TARGET) for the others (one entry for every user).
+        self.targets: dict[tuple[str, Any], tuple[float, UpstreamTarget | UpstreamError]] = {}
         self.ended_sessions: dict[str, bool] = {}
         # Loads in flight (one per cache key) and a counter bumped by every change
         # event, so a load that started before a change never stores a stale answer.
@@ -122,7 +125,10 @@ class Hub:
         self._watched: dict[str, float] = {}
         self._listener: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
-        self.engine = Engine(provider.GatewayBackend(self.target), server_version=GATEWAY_VERSION)
+        self.engine = Engine(
+            provider.GatewayBackend(self.target, self.target_forget),
+            server_version=GATEWAY_VERSION,
+        )
 
     async def start(self) -> None:
         if self._listener is not None:
@@ -170,6 +176,11 @@ class Hub:
             self.session_ended(str(message.get("session_id")))
         elif kind == "mcp.principal.revoked":
             self.principal_revoked(str(message.get("principal")))
+        elif kind == "mcp.credentials.changed":
+            user_id = message.get("user_id")
+            self.credentials_changed(
+                str(message.get("connection_id")), user_id if isinstance(user_id, int) else None
+            )
         elif kind == "mcp.deliver":
             stream = self.streams.get(str(message.get("stream")))
             if stream is not None:
@@ -220,6 +231,16 @@ class Hub:
         for stream in list(self.streams.values()):
             if stream.principal == key:
                 stream.queue.put_nowait(None)
+
+    def credentials_changed(self, connection_id: str, user_id: int | None) -> None:
+        """A credential of the connection changed (``user_id`` None: all of its users')."""
+        self.generation += 1
+        self._loading = {
+            k: v for k, v in self._loading.items() if k[0] != "target" or k[1][0] != connection_id
+        }
+        for key in list(self.targets):
+            if key[0] == connection_id and (user_id is None or key[1] in (user_id, SHARED_TARGET)):
+                self.targets.pop(key, None)
 
     def note_use(self, principal: Principal) -> None:
         """Count a call for the principal; a background task writes the counts in batches."""
@@ -306,24 +327,34 @@ class Hub:
             self.access[key] = (now + TOKEN_TTL, verdict)
         return verdict
 
-    async def target(self, connection_id: str) -> UpstreamTarget | str:
+    async def target(
+        self, connection_id: str, user_id: int | None = None
+    ) -> UpstreamTarget | UpstreamError:
+        """How to reach a connection for a user: shared-mode servers share one entry."""
         now = time.monotonic()
-        cached = self.targets.get(connection_id)
+        cached = self.targets.get((connection_id, SHARED_TARGET))
+        if cached is None or cached[0] <= now:
+            cached = self.targets.get((connection_id, user_id))
         if cached is not None and cached[0] > now:
             return cached[1]
         generation = self.generation
-        loaded = await self._once(
-            ("target", connection_id),
-            lambda: database_sync_to_async(provider.connection_targets_load)(
-                connection_ids=[connection_id]
+        target, personal = await self._once(
+            ("target", (connection_id, user_id)),
+            lambda: database_sync_to_async(provider.connection_target_load)(
+                connection_id=connection_id, user_id=user_id
             ),
         )
-        target: UpstreamTarget | str = loaded.get(
-            connection_id, "The server is no longer registered."
-        )
         if generation == self.generation:
-            self.targets[connection_id] = (now + TARGET_TTL, target)
+            if len(self.targets) > 10_000:
+                self.targets.clear()
+            key = (connection_id, user_id if personal else SHARED_TARGET)
+            self.targets[key] = (now + TARGET_TTL, target)
         return target
+
+    def target_forget(self, connection_id: str, user_id: int | None) -> None:
+        """Drop a cached target (its credential was just refreshed)."""
+        self.targets.pop((connection_id, user_id), None)
+        self.targets.pop((connection_id, SHARED_TARGET), None)
 
     async def is_session_ended(self, session_id: str) -> bool:
         if session_id in self.ended_sessions:

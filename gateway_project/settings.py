@@ -377,6 +377,18 @@ if GATEWAY_ENDPOINT_DOMAIN:
     ALLOWED_HOSTS = [*ALLOWED_HOSTS, f".{GATEWAY_ENDPOINT_DOMAIN}"]
 GATEWAY_UPSTREAM_IDLE_SECONDS = env_int("GATEWAY_UPSTREAM_IDLE_SECONDS", 300, minimum=1)
 GATEWAY_UPSTREAM_MAX_CONCURRENCY = env_int("GATEWAY_UPSTREAM_MAX_CONCURRENCY", 32, minimum=1)
+# Upstream OAuth: access tokens expiring within this many seconds are refreshed by the
+# periodic task (every GATEWAY_UPSTREAM_OAUTH_REFRESH_INTERVAL seconds); an unfinished
+# sign-in (the redirect to the upstream and back) is kept this long.
+GATEWAY_UPSTREAM_OAUTH_REFRESH_MARGIN = env_int(
+    "GATEWAY_UPSTREAM_OAUTH_REFRESH_MARGIN", 300, minimum=10
+)
+GATEWAY_UPSTREAM_OAUTH_REFRESH_INTERVAL = env_int(
+    "GATEWAY_UPSTREAM_OAUTH_REFRESH_INTERVAL", 60, minimum=5
+)
+GATEWAY_UPSTREAM_OAUTH_FLOW_SECONDS = env_int(
+    "GATEWAY_UPSTREAM_OAUTH_FLOW_SECONDS", 600, minimum=60, maximum=3600
+)
 # The activity log (audit/): recorded off the hot path through a per-process
 # write-ahead spool, flushed to the database in batches by size and time.
 GATEWAY_AUDIT_ENABLED = env_bool("GATEWAY_AUDIT_ENABLED", True)
@@ -393,6 +405,11 @@ CELERY_BEAT_SCHEDULE: dict[str, Any] = {
         "schedule": float(GATEWAY_HEALTH_CHECK_INTERVAL),
         # A run that waits longer than one interval is dropped: the next one replaces it.
         "options": {"expires": float(GATEWAY_HEALTH_CHECK_INTERVAL)},
+    },
+    "upstream-credentials-refresh": {
+        "task": "connections.tasks.upstream_credentials_refresh_due",
+        "schedule": float(GATEWAY_UPSTREAM_OAUTH_REFRESH_INTERVAL),
+        "options": {"expires": float(GATEWAY_UPSTREAM_OAUTH_REFRESH_INTERVAL)},
     },
     "oauth-housekeeping": {
         "task": "oauth.tasks.oauth_housekeeping",

@@ -39,6 +39,16 @@ api_urlpatterns = [
         connections_api.ConnectionCatalogApi.as_view(),
         name="api-connection-catalog",
     ),
+    path(
+        "api/mcp-connections/<str:connection_id>/credentials",
+        connections_api.ConnectionCredentialsApi.as_view(),
+        name="api-connection-credentials",
+    ),
+    path(
+        "api/mcp-connections/<str:connection_id>/credentials/me",
+        connections_api.MyCredentialApi.as_view(),
+        name="api-connection-my-credential",
+    ),
     path("api/mcp-endpoints", endpoints_api.EndpointListApi.as_view(), name="api-endpoint-list"),
     path(
         "api/mcp-endpoints/<str:endpoint_id>",
@@ -101,6 +111,32 @@ ui_urlpatterns = [
         oauth_views.api_token_revoke_view,
         name="api-token-revoke",
     ),
+    path("me/connections", connections_views.my_connections_view, name="my-connections"),
+    path(
+        "me/connections/<str:connection_id>/token",
+        connections_views.my_connection_token_view,
+        name="my-connection-token",
+    ),
+    path(
+        "me/connections/<str:connection_id>/disconnect",
+        connections_views.my_connection_disconnect_view,
+        name="my-connection-disconnect",
+    ),
+    path(
+        "me/connections/<str:connection_id>/connect",
+        connections_views.my_connection_connect_view,
+        name="my-connection-connect",
+    ),
+    path(
+        "connections/oauth/callback",
+        connections_views.upstream_oauth_callback_view,
+        name="upstream-oauth-callback",
+    ),
+    path(
+        "oauth/upstream-client.json",
+        connections_views.upstream_oauth_client_view,
+        name="upstream-oauth-client",
+    ),
     path("connections/", connections_views.connection_list_view, name="connection-list"),
     path("connections/new", connections_views.connection_create_view, name="connection-create"),
     path(
@@ -117,6 +153,16 @@ ui_urlpatterns = [
         "connections/<str:connection_id>/check",
         connections_views.connection_check_view,
         name="connection-check",
+    ),
+    path(
+        "connections/<str:connection_id>/oauth/connect",
+        connections_views.connection_oauth_connect_view,
+        name="connection-oauth-connect",
+    ),
+    path(
+        "connections/<str:connection_id>/oauth/disconnect",
+        connections_views.connection_oauth_disconnect_view,
+        name="connection-oauth-disconnect",
     ),
     path(
         "connections/<str:connection_id>/delete",

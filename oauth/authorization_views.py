@@ -28,6 +28,7 @@ from oauth2_provider.views import (
 )
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 
+from connections.selectors import credentials_missing
 from endpoints.models import Endpoint
 from endpoints.selectors import endpoint_for_resource, endpoint_member_may_use, endpoint_served
 from oauth.forms import ConsentForm
@@ -127,9 +128,21 @@ class ConsentView(AuthorizationView):
         ]
         default = AccessDuration.WEEK if endpoint.max_access_seconds >= AccessDuration.WEEK else 0
         redirect_uri = str(context.get("redirect_uri") or "")
+        served = endpoint_served(endpoint=endpoint)
+        served_connections = {
+            item.connection_id
+            for group in (served.tools, served.prompts, served.resources, served.resource_templates)
+            for item in group
+        }
         context.update(
             endpoint=endpoint,
-            tools=endpoint_served(endpoint=endpoint).tools,
+            tools=served.tools,
+            # Servers that work with each user's own account and still lack this user's:
+            # offered here (never blocking the consent), with a way back to this page.
+            missing_credentials=credentials_missing(
+                connection_ids=served_connections, user=self.request.user
+            ),
+            consent_url=self.request.get_full_path(),
             durations=durations,
             default_duration=default or durations[-1][0],
             redirect_host=urlsplit(redirect_uri).netloc or redirect_uri,

@@ -102,9 +102,11 @@ def test_admin_creates_a_bearer_connection_and_never_sees_the_token_again(
 ) -> None:
     sign_in(page, "alice")
 
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Connections").click()
+    page.get_by_role("navigation", name="Main").get_by_role(
+        "link", name="Connections", exact=True
+    ).click()
     expect(page).to_have_url(re.compile(r"/connections/$"))
-    expect(page.get_by_role("heading", name="Connections")).to_be_visible()
+    expect(page.get_by_role("heading", name="Connections", exact=True)).to_be_visible()
     expect(page.get_by_text("No connections yet.")).to_be_visible()
     expect(page.locator("#connections-table")).to_have_count(0)
 

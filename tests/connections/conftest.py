@@ -73,6 +73,48 @@ def start_upstream():
         _stop(process)
 
 
+@dataclass
+class OAuthUpstream:
+    """The OAuth-protected test server (tests/upstreams/oauth_server.py) and its controls."""
+
+    base: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/mcp"
+
+    def calls(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.base}/control/calls", timeout=5) as response:
+            return json.loads(response.read())
+
+    def events(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.base}/control/events", timeout=5) as response:
+            return json.loads(response.read())
+
+    def control(self, action: str, subject: str) -> dict:
+        request = urllib.request.Request(
+            f"{self.base}/control/{action}?subject={subject}", method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+
+@pytest.fixture
+def start_oauth_upstream():
+    """Start the OAuth-protected test server: ``start_oauth_upstream("--cimd", ...)``."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*flags: str) -> OAuthUpstream:
+        port = free_port()
+        processes.append(_start(["tests.upstreams.oauth_server", str(port), *flags], port))
+        return OAuthUpstream(base=f"http://127.0.0.1:{port}", port=port)
+
+    yield start
+    for process in processes:
+        _stop(process)
+
+
 @pytest.fixture
 def demo_sse_upstream():
     """The demo server over legacy HTTP+SSE (2024-11-05 transport)."""

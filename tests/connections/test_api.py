@@ -38,6 +38,12 @@ CONNECTION_FIELDS = {
     "args",
     "envSet",
     "envNames",
+    "credentialMode",
+    "oauthClientId",
+    "oauthClientSecretSet",
+    "oauthRegistration",
+    "oauthScopes",
+    "sharedCredentialState",
 }
 
 
@@ -317,7 +323,7 @@ def test_an_unsupported_method_answers_405(admin):
         ({"serverUrl": "https://user:pw@example.com/mcp"}, "serverUrl", "not in the URL"),
         ({"authType": "bearer"}, "token", "needs a token"),
         ({"authType": "bearer", "token": "   "}, "token", "needs a token"),
-        ({"authType": "oauth"}, "authType", ""),
+        ({"authType": "kerberos"}, "authType", ""),
         ({"transport": "carrier-pigeon"}, "transport", ""),
         ({"name": ""}, "name", ""),
         ({"headers": {"Authorization": "Bearer x"}}, "headers", "token field"),

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection as db_connection
@@ -15,7 +16,10 @@ from django.db import connection as db_connection
 from connections.models import CatalogEntry, CatalogKind, Connection
 from connections.services import connection_check_health
 from endpoints.services import endpoint_create, endpoint_entries_set_enabled
-from tests.connections.conftest import start_upstream  # noqa: F401  (a fixture)
+from tests.connections.conftest import (  # noqa: F401  (fixtures)
+    start_oauth_upstream,
+    start_upstream,
+)
 from tests.factories import ConnectionFactory
 from tests.helpers import free_port, wait_for_port
 
@@ -38,9 +42,18 @@ class LiveGateway:
     base: str
     port: int
     process: subprocess.Popen[bytes]
+    log: Any = None  # the process's stderr (its log), a temporary file
 
     def endpoint_url(self, slug: str) -> str:
         return f"{self.base}/mcp/{slug}"
+
+    def log_text(self) -> str:
+        """Everything the gateway logged so far."""
+        if self.log is None:
+            return ""
+        self.log.flush()
+        self.log.seek(0)
+        return str(self.log.read().decode(errors="replace"))
 
 
 def start_gateway(port: int | None = None, extra_env: dict[str, str] | None = None) -> LiveGateway:
@@ -76,7 +89,7 @@ def start_gateway(port: int | None = None, extra_env: dict[str, str] | None = No
         process.kill()
         log.seek(0)
         raise AssertionError(f"daphne did not start:\n{log.read().decode()[-3000:]}") from None
-    return LiveGateway(base=f"http://127.0.0.1:{port}", port=port, process=process)
+    return LiveGateway(base=f"http://127.0.0.1:{port}", port=port, process=process, log=log)
 
 
 @pytest.fixture

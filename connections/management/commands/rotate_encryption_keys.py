@@ -8,10 +8,15 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
 from connections.crypto import SecretUnreadable, secret_rotate
-from connections.models import Connection
+from connections.models import Connection, UpstreamCredential, UpstreamOAuthFlow
 
 # (model, column) pairs that hold ciphertext written by connections.fields.EncryptedJSONField.
-ENCRYPTED_COLUMNS = [(Connection, "credential")]
+ENCRYPTED_COLUMNS = [
+    (Connection, "credential"),
+    (Connection, "oauth_client"),
+    (UpstreamCredential, "secret"),
+    (UpstreamOAuthFlow, "secret"),
+]
 
 
 class Command(BaseCommand):
