@@ -498,7 +498,7 @@ def needs_credential_message(connection: Connection) -> str:
     how = "sign in to it" if connection.is_oauth else "add your token"
     return (
         f"The server {connection.name!r} needs your own credential: {how} on the "
-        f"My connections page, {my_connections_url()} , then call again."
+        f"My connections page, then call again: {my_connections_url()}"
     )
 
 
@@ -510,7 +510,7 @@ def needs_reauth_message(connection: Connection, *, shared: bool) -> str:
         )
     return (
         f"Your sign-in to the server {connection.name!r} has expired or was revoked: sign in "
-        f"again on the My connections page, {my_connections_url()} , then call again."
+        f"again on the My connections page, then call again: {my_connections_url()}"
     )
 
 

@@ -238,7 +238,7 @@ def _refused_message(server: str, target: UpstreamTarget) -> UpstreamError:
         return UpstreamError(
             "needs_reauth",
             f"The server {server!r} refused your {what}: {how} on the My connections page, "
-            f"{my_connections_url()} , then call again.",
+            f"then call again: {my_connections_url()}",
         )
     return UpstreamError(
         "needs_reauth",
