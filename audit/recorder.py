@@ -498,7 +498,7 @@ def secrets_refresh() -> None:
     """Load every connection's credential values into the redactor (background only)."""
     from audit.services import connection_secret_values
 
-    redactor.add(connection_secret_values())
+    redactor.replace(connection_secret_values())
 
 
 _writer: SpoolWriter | None = None

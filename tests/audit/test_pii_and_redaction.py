@@ -95,3 +95,35 @@ def test_known_secrets_are_redacted_raw_and_json_escaped():
 def test_token_shaped_strings_are_redacted_whatever_their_origin(token):
     redacted, changed = Redactor().redact(f"here: {token} there")
     assert changed and token not in redacted and REDACTED in redacted
+
+
+def test_thousands_of_secrets_are_all_found_in_one_pass():
+    import secrets
+
+    redactor = Redactor()
+    values = [secrets.token_urlsafe(24) for _ in range(3000)]
+    redactor.add(values)
+    text = f"a {values[0]} b {values[1500]}{values[2999]} c"
+    redacted, changed = redactor.redact(text)
+    assert changed and redacted == "a [REDACTED] b [REDACTED][REDACTED] c"
+    assert redactor.redact("nothing here at all")[1] is False
+
+
+def test_a_secret_inside_a_longer_one_is_replaced_by_the_longer_match():
+    redactor = Redactor()
+    redactor.add(["abcdefgh12", "abcdefgh12345678"])
+    assert redactor.redact("x abcdefgh12345678 y abcdefgh12 z")[0] == (
+        "x [REDACTED] y [REDACTED] z"
+    )
+
+
+def test_replacing_the_secrets_keeps_the_recent_ones_and_drops_the_rest(monkeypatch):
+    redactor = Redactor()
+    redactor.add(["old-token-0123456789"])
+    redactor.replace(["stored-token-0123456789"])
+    # Registered moments ago: kept (the database may not show it yet).
+    assert redactor.redact("old-token-0123456789")[1] is True
+    monkeypatch.setattr(Redactor, "RECENT_SECONDS", 0.0)
+    redactor.replace(["stored-token-0123456789"])
+    assert redactor.redact("old-token-0123456789")[1] is False
+    assert redactor.redact("stored-token-0123456789")[0] == "[REDACTED]"
