@@ -216,10 +216,10 @@ def start_daphne(setup: GatewaySetup, *, processes: int) -> tuple[list[int], lis
     try:
         for index in range(processes):
             port = free_port()
-            log = open(logs / f"daphne-{index}.log", "wb")  # noqa: SIM115 (owned by the child)
-            child = subprocess.Popen(  # noqa: S603 (our own interpreter and daphne)
+            child_pid = _start_child(
+                setup,
+                f"daphne-{index}",
                 [
-                    gateway_python(),
                     "-m",
                     "daphne",
                     "-b",
@@ -230,16 +230,9 @@ def start_daphne(setup: GatewaySetup, *, processes: int) -> tuple[list[int], lis
                     "0",
                     "gateway_project.asgi:application",
                 ],
-                cwd=REPO,
-                env=setup.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
-            log.close()
-            _children[child.pid] = child
             ports.append(port)
-            pids.append(child.pid)
+            pids.append(child_pid)
         for port, pid in zip(ports, pids, strict=True):
             wait_until_ready(port, setup.bearer_token, pid=pid)
     except BaseException:
@@ -250,9 +243,14 @@ def start_daphne(setup: GatewaySetup, *, processes: int) -> tuple[list[int], lis
 
 def start_audit_writer(setup: GatewaySetup) -> int:
     """Start ``manage.py audit_writer`` on the deployment's spool folder; its pid."""
-    log = open(setup.data_dir / "logs" / "audit-writer.log", "wb")  # noqa: SIM115 (the child's)
-    child = subprocess.Popen(  # noqa: S603 (our own interpreter and manage.py)
-        [gateway_python(), "manage.py", "audit_writer"],
+    return _start_child(setup, "audit-writer", ["manage.py", "audit_writer"])
+
+
+def _start_child(setup: GatewaySetup, name: str, arguments: list[str]) -> int:
+    """Start the gateway's interpreter with ``arguments``, logging to ``logs/<name>.log``."""
+    log = open(setup.data_dir / "logs" / f"{name}.log", "wb")  # noqa: SIM115 (the child's)
+    child = subprocess.Popen(  # noqa: S603 (our own interpreter and code)
+        [gateway_python(), *arguments],
         cwd=REPO,
         env=setup.env,
         stdout=log,

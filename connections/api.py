@@ -20,7 +20,7 @@ from connections.models import (
     Transport,
     UpstreamCredential,
 )
-from gateway_project.api_errors import error_response, request_body_object
+from gateway_project.api_errors import StrictInputSerializer, error_response, request_body_object
 from oauth.permissions import IsAdminOrReadOnly, IsOrganizationMember, api_membership
 
 NOT_FOUND = "MCP connection not found"
@@ -106,7 +106,7 @@ class ConnectionOutSerializer(serializers.ModelSerializer[Connection]):
         read_only_fields = fields
 
 
-class ConnectionInSerializer(serializers.Serializer[Any]):
+class ConnectionInSerializer(StrictInputSerializer):
     """The writable fields; ``token``, ``headers`` and ``env`` are write-only secrets.
 
     Types are checked here; the rules (URL shape, unique names, bearer needs a
@@ -161,16 +161,6 @@ class ConnectionInSerializer(serializers.Serializer[Any]):
     oauthScopes = serializers.CharField(
         max_length=services.OAUTH_SCOPES_MAX, required=False, allow_blank=True, allow_null=True
     )
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = (
-            sorted(set(self.initial_data) - set(self.fields))
-            if isinstance(self.initial_data, dict)
-            else []
-        )
-        if unknown:
-            raise serializers.ValidationError({field: ["Unknown field."] for field in unknown})
-        return attrs
 
 
 _FIELD_TO_ARG = {
@@ -429,18 +419,8 @@ class ConnectionCredentialsApi(_OneConnectionApi):
         return Response({"credentials": CredentialSerializer(found, many=True).data})
 
 
-class MyCredentialInSerializer(serializers.Serializer[Any]):
+class MyCredentialInSerializer(StrictInputSerializer):
     token = serializers.CharField(write_only=True, trim_whitespace=True)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = (
-            sorted(set(self.initial_data) - set(self.fields))
-            if isinstance(self.initial_data, dict)
-            else []
-        )
-        if unknown:
-            raise serializers.ValidationError({field: ["Unknown field."] for field in unknown})
-        return attrs
 
 
 MyCredentialOut = inline_serializer(

@@ -220,15 +220,18 @@ def oauth_credential_store(
         if credential is None:
             credential = UpstreamCredential(connection=connection, user=user)
         credential.kind = CredentialKind.OAUTH
-        credential.secret = _oauth_secret(
-            token, previous=None, token_endpoint=token_endpoint, resource=resource, issuer=issuer
+        _oauth_tokens_save(
+            credential,
+            _oauth_secret(
+                token,
+                previous=None,
+                token_endpoint=token_endpoint,
+                resource=resource,
+                issuer=issuer,
+            ),
+            token,
+            now,
         )
-        credential.expires_at = _expiry(token, now)
-        credential.state = CredentialState.VALID
-        credential.state_reason = ""
-        credential.refreshed_at = now
-        credential.refresh_claimed_until = None
-        credential.save()
         _record(
             connection=connection,
             change="shared_oauth_connected" if user is None else "personal_oauth_connected",
@@ -377,6 +380,19 @@ def _refresh_begin(
     )
 
 
+def _oauth_tokens_save(
+    credential: UpstreamCredential, secret: dict[str, Any], token: OAuthToken, now: datetime
+) -> None:
+    """Store newly issued tokens: the credential is valid again, and unclaimed."""
+    credential.secret = secret
+    credential.expires_at = _expiry(token, now)
+    credential.state = CredentialState.VALID
+    credential.state_reason = ""
+    credential.refreshed_at = now
+    credential.refresh_claimed_until = None
+    credential.save()
+
+
 def _refresh_store(plan: _RefreshPlan, token: OAuthToken) -> RefreshOutcome:
     now = timezone.now()
     with transaction.atomic():
@@ -389,19 +405,14 @@ def _refresh_store(plan: _RefreshPlan, token: OAuthToken) -> RefreshOutcome:
         if credential is None:
             return RefreshOutcome("needs_reauth", "The credential was removed.")
         previous = credential.secret if isinstance(credential.secret, dict) else {}
-        credential.secret = _oauth_secret(
+        secret = _oauth_secret(
             token,
             previous=previous,
             token_endpoint=plan.token_endpoint,
             resource=plan.resource,
             issuer=str(previous.get("issuer") or ""),
         )
-        credential.expires_at = _expiry(token, now)
-        credential.state = CredentialState.VALID
-        credential.state_reason = ""
-        credential.refreshed_at = now
-        credential.refresh_claimed_until = None
-        credential.save()
+        _oauth_tokens_save(credential, secret, token, now)
         _changed_on_commit(connection_id=credential.connection_id, user_id=credential.user_id)
     secret_values_register(credential.secret_values())
     return RefreshOutcome("refreshed")

@@ -815,6 +815,22 @@ def _credential(*, token: str | None, headers: dict[str, str]) -> dict[str, Any]
     return {"token": token, "headers": headers}
 
 
+def _audited_fields(connection: Connection) -> dict[str, Any]:
+    """The connection's settings whose changes the management log names."""
+    return {
+        "name": connection.name,
+        "slug": connection.slug,
+        "serverUrl": connection.server_url,
+        "command": connection.command,
+        "args": connection.args,
+        "transport": connection.transport,
+        "authType": connection.auth_type,
+        "credentialMode": connection.credential_mode,
+        "oauthScopes": connection.oauth_scopes,
+        "instructions": connection.instructions,
+    }
+
+
 def connection_update(
     *,
     connection: Connection,
@@ -923,18 +939,7 @@ def connection_update(
         )
     ) or any(value is not UNSET for value in (token, headers, env, oauth_client_id))
     url_changed = reach.server_url != connection.server_url
-    before = {
-        "name": connection.name,
-        "slug": connection.slug,
-        "serverUrl": connection.server_url,
-        "command": connection.command,
-        "args": connection.args,
-        "transport": connection.transport,
-        "authType": connection.auth_type,
-        "credentialMode": connection.credential_mode,
-        "oauthScopes": connection.oauth_scopes,
-        "instructions": connection.instructions,
-    }
+    before = _audited_fields(connection)
     connection.name = new_name
     connection.slug = new_slug
     connection.server_url = reach.server_url
@@ -956,18 +961,7 @@ def connection_update(
             connection_credentials_changed(connection=connection)
     if reach_changed:
         _check_soon(connection)
-    after = {
-        "name": connection.name,
-        "slug": connection.slug,
-        "serverUrl": connection.server_url,
-        "command": connection.command,
-        "args": connection.args,
-        "transport": connection.transport,
-        "authType": connection.auth_type,
-        "credentialMode": connection.credential_mode,
-        "oauthScopes": connection.oauth_scopes,
-        "instructions": connection.instructions,
-    }
+    after = _audited_fields(connection)
     changed = sorted(key for key in after if after[key] != before[key])
     event = {
         "organization_id": connection.organization_id,

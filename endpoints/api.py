@@ -23,7 +23,7 @@ from connections.models import CatalogKind, CatalogState
 from endpoints import selectors, services
 from endpoints.models import Endpoint, EndpointAccess
 from endpoints.selectors import CatalogRow
-from gateway_project.api_errors import error_response, request_body_object
+from gateway_project.api_errors import StrictInputSerializer, error_response, request_body_object
 from oauth.models import AccessDuration
 from oauth.permissions import IsAdminOrReadOnly, IsOrganizationMember, api_membership
 
@@ -72,7 +72,7 @@ class EndpointOutSerializer(serializers.ModelSerializer[Endpoint]):
         return selectors.endpoint_member_ids(endpoint=endpoint)
 
 
-class EndpointInSerializer(serializers.Serializer[Any]):
+class EndpointInSerializer(StrictInputSerializer):
     """The writable fields of an endpoint.
 
     ``connectionIds`` and ``memberIds`` (user ids) replace the lists when given;
@@ -99,16 +99,6 @@ class EndpointInSerializer(serializers.Serializer[Any]):
         help_text="The longest access (seconds) a user may grant an AI client on this endpoint.",
     )
     piiFilter = serializers.BooleanField(required=False)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = (
-            sorted(set(self.initial_data) - set(self.fields))
-            if isinstance(self.initial_data, dict)
-            else []
-        )
-        if unknown:
-            raise serializers.ValidationError({field: ["Unknown field."] for field in unknown})
-        return attrs
 
 
 _FIELD_TO_ARG = {

@@ -7,10 +7,25 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+
+class StrictInputSerializer(serializers.Serializer[Any]):
+    """An input body whose unknown fields are errors (400, named in ``details``),
+    so a misspelt field is never silently ignored."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = (
+            sorted(set(self.initial_data) - set(self.fields))
+            if isinstance(self.initial_data, dict)
+            else []
+        )
+        if unknown:
+            raise serializers.ValidationError({field: ["Unknown field."] for field in unknown})
+        return attrs
 
 
 def error_response(status: int, message: str, details: dict[str, Any] | None = None) -> Response:
