@@ -62,6 +62,10 @@ class AuditRecordSerializer(serializers.ModelSerializer[AuditRecord]):
     responseBytes = serializers.IntegerField(source="response_bytes")
     piiRedacted = serializers.ListField(source="pii_kinds", child=serializers.CharField())
     secretsRedacted = serializers.BooleanField(source="secrets_redacted")
+    textReplaced = serializers.BooleanField(
+        source="text_replaced",
+        help_text="Some text held NUL or invalid Unicode; it was replaced by U+FFFD.",
+    )
 
     class Meta:
         model = AuditRecord
@@ -71,6 +75,7 @@ class AuditRecordSerializer(serializers.ModelSerializer[AuditRecord]):
             "username", "tokenKind", "tokenId", "clientName", "clientSoftware", "sessionId",
             "protocolVersion", "isError", "errorMessage", "httpStatus", "rpcCode", "upstreamMs",
             "totalMs", "requestBytes", "responseBytes", "piiRedacted", "secretsRedacted",
+            "textReplaced",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -94,6 +99,10 @@ class AuditRecordDetailSerializer(AuditRecordSerializer):
     argumentsTruncated = serializers.BooleanField(source="arguments_truncated")
     result = serializers.SerializerMethodField()
     resultTruncated = serializers.BooleanField(source="result_truncated")
+    errorDetail = serializers.CharField(
+        source="error_detail",
+        help_text="For admins: the precise upstream failure behind an error (may be empty).",
+    )
 
     class Meta(AuditRecordSerializer.Meta):
         fields = [
@@ -102,6 +111,7 @@ class AuditRecordDetailSerializer(AuditRecordSerializer):
             "argumentsTruncated",
             "result",
             "resultTruncated",
+            "errorDetail",
         ]
         read_only_fields = fields
 
@@ -127,6 +137,19 @@ class ManagementEventSerializer(serializers.ModelSerializer[ManagementEvent]):
         read_only_fields = fields
 
 
+def _quarantine(membership: Any) -> dict[str, Any] | None:
+    """Records the log could not store (admins and auditors; None for members)."""
+    summary = selectors.audit_quarantine_summary(membership=membership)
+    if summary is None:
+        return None
+    return {
+        "records": summary.records,
+        "segments": summary.segments,
+        "lastAt": summary.last_at.isoformat() if summary.last_at else None,
+        "lastReason": summary.last_reason,
+    }
+
+
 def _filters(request: Request) -> dict[str, str]:
     return {key: request.query_params.get(key, "") for key in selectors.FILTERS}
 
@@ -143,7 +166,27 @@ class AuditLogListApi(APIView):
             OpenApiParameter("cursor", str, description="nextCursor of the previous page"),
             OpenApiParameter("limit", int, description="1 to 200 (default 50)"),
         ],
-        responses={200: AuditRecordSerializer(many=True)},
+        responses={
+            200: inline_serializer(
+                "AuditLogPage",
+                {
+                    "records": AuditRecordSerializer(many=True),
+                    "nextCursor": serializers.CharField(allow_null=True),
+                    "quarantine": inline_serializer(
+                        "AuditQuarantine",
+                        {
+                            "records": serializers.IntegerField(),
+                            "segments": serializers.IntegerField(),
+                            "lastAt": serializers.DateTimeField(allow_null=True),
+                            "lastReason": serializers.CharField(),
+                        },
+                        allow_null=True,
+                        help_text="Records that could not be stored and were set aside "
+                        "(admins and auditors; null for members).",
+                    ),
+                },
+            )
+        },
     )
     def get(self, request: Request) -> Response:
         membership = api_membership(request)
@@ -165,6 +208,7 @@ class AuditLogListApi(APIView):
             {
                 "records": AuditRecordSerializer(page.items, many=True).data,
                 "nextCursor": page.next_cursor,
+                "quarantine": _quarantine(membership),
             }
         )
 
@@ -179,7 +223,10 @@ class AuditLogDetailApi(APIView):
         record = selectors.audit_record_get(membership=membership, record_id=record_id)
         if record is None:
             return error_response(404, NOT_FOUND)
-        return Response(AuditRecordDetailSerializer(record).data)
+        data = AuditRecordDetailSerializer(record).data
+        if not selectors.audit_sees_all(membership):
+            data["errorDetail"] = ""  # upstream internals are for admins and auditors
+        return Response(data)
 
 
 class AuditLogExportApi(APIView):

@@ -69,6 +69,12 @@ class AuditRecord(models.Model):
     response_bytes = models.PositiveIntegerField(default=0)
     pii_redacted = models.CharField(max_length=100, blank=True)  # comma-separated kinds
     secrets_redacted = models.BooleanField(default=False)
+    # Some text held characters the database cannot store (NUL, lone surrogates):
+    # they were replaced by U+FFFD (gateway_project.text).
+    text_replaced = models.BooleanField(default=False)
+    # For admins: the precise upstream failure behind a call that failed (the
+    # client only sees a short message).
+    error_detail = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-at", "-id"]
@@ -124,6 +130,7 @@ class ManagementEvent(models.Model):
     target_id = models.CharField(max_length=64, blank=True)
     target_name = models.CharField(max_length=200, blank=True)
     details = models.JSONField(default=dict, blank=True)
+    text_replaced = models.BooleanField(default=False)  # see AuditRecord.text_replaced
 
     class Meta:
         ordering = ["-at", "-id"]
@@ -133,6 +140,32 @@ class ManagementEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action} {self.target_name}"
+
+
+class QuarantinedSegment(models.Model):
+    """Records of one spool segment that could not be stored, for one organisation.
+
+    A segment whose insert fails twice for a reason other than the database being
+    unreachable is stored record by record; the records that still fail are moved
+    to the ``quarantine`` folder beside the spool (on ``host``) and counted here,
+    one row per organisation they belong to (``organization_id`` None when a
+    record named none it could be read as), so its admins see what is missing.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    at = models.DateTimeField()
+    organization_id = models.UUIDField(null=True, blank=True)
+    host = models.CharField(max_length=200, blank=True)
+    segment = models.CharField(max_length=200)
+    records = models.PositiveIntegerField()
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["organization_id", "-at"], name="audit_quarantine_org_at")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.segment}: {self.records} records"
 
 
 class AuditPolicy(models.Model):

@@ -40,8 +40,10 @@ import json
 import logging
 import os
 import random
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,8 +54,15 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from audit import refusals
 from audit.pii import pii_redact
 from audit.redaction import redactor
+from gateway_project.text import (
+    fields_storable,
+    json_storable,
+    json_text_may_hold_nul,
+    text_storable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +110,53 @@ def _dumps_bytes(value: Any) -> bytes:
 
 def _dumps(value: Any) -> str:
     return _dumps_bytes(value).decode()
+
+
+def _payload_dumps(value: Any) -> tuple[str, bool]:
+    """JSON text of a caller's or an upstream's value that the database can hold, and
+    whether characters were replaced to make it so (``gateway_project.text``).
+
+    The common case costs one substring search over the encoded bytes: a lone
+    surrogate makes the encoders fail, a NUL shows as its escape.
+    """
+    try:
+        encoded: bytes | None = _dumps_bytes(value)
+    except UnicodeEncodeError:
+        encoded = None
+    if encoded is not None and not json_text_may_hold_nul(encoded):
+        return encoded.decode(), False
+    storable, replaced = json_storable(value)
+    if replaced or encoded is None:
+        # ``default=str`` may still meet an object whose text holds a surrogate.
+        encoded = _ENCODER.encode(storable).encode(errors="replace")
+    return encoded.decode(), replaced
+
+
+def _encoded_size(value: Any) -> int:
+    """The size of ``value`` as JSON, even when it holds lone surrogates."""
+    try:
+        return len(_dumps_bytes(value))
+    except UnicodeEncodeError:
+        return len(_ENCODER.encode(value).encode(errors="surrogatepass"))
+
+
+_INT32 = (1 << 31) - 1
+
+
+def _int32(value: Any, *, minimum: int = -_INT32 - 1) -> int | None:
+    """An integer the column holds, or None: a header or an upstream may send anything,
+    and one value out of range would fail the whole batch it is stored with."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if minimum <= value <= _INT32 else None
+
+
+def record_storable(record: Record) -> bool:
+    """Make every text of a record storable, in place; note it on the record."""
+    if fields_storable(record):
+        record["text_replaced"] = True
+        return True
+    return False
 
 
 def _size(text: str) -> int:
@@ -251,6 +307,8 @@ class SpoolWriter:
         insert: Inserter = records_insert,
         on_replay: Callable[[], None] | None = None,
         relay: bool = False,
+        on_tick: Callable[[], int] | None = None,
+        on_quarantine: Callable[[QuarantineNote], None] | None = None,
     ) -> None:
         self.directory = Path(directory)
         # Leave storing to the audit writer process whenever one runs.
@@ -259,6 +317,12 @@ class SpoolWriter:
         self.flush_seconds = flush_seconds
         self.insert = insert
         self.on_replay = on_replay
+        self.on_tick = on_tick
+        self.on_quarantine = quarantine_note_store if on_quarantine is None else on_quarantine
+        # Segment name -> how many times storing it failed for a reason of its own.
+        self._failures: dict[str, int] = {}
+        self.quarantined_segments = 0
+        self.quarantined_records = 0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._buffer: list[Record] = []
@@ -290,7 +354,14 @@ class SpoolWriter:
         record still goes to the database with the next batch, only without the
         crash protection, and the failure is logged.
         """
-        line = _dumps_bytes(record) + b"\n"
+        try:
+            line = _dumps_bytes(record)
+        except UnicodeEncodeError:  # a lone surrogate in a text field
+            line = b""
+        # A NUL anywhere shows as its escape: the one substring search the common case pays.
+        if ((not line or json_text_may_hold_nul(line)) and record_storable(record)) or not line:
+            line = _ENCODER.encode(record).encode(errors="replace")
+        line += b"\n"
         with self._lock:
             try:
                 if self._fd is None:
@@ -360,6 +431,8 @@ class SpoolWriter:
                 self.stats_log()
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
+            if self.on_tick is not None:
+                self._safely(self.on_tick)
             self._safely(self.flush)
 
     def stats_log(self) -> None:
@@ -435,10 +508,18 @@ class SpoolWriter:
                 except BlockingIOError:
                     continue
                 records = list(_parse_segment(path, fd))
-                for start in range(0, len(records), 1000):
-                    self.insert([_redact_again(r) for r in records[start : start + 1000]])
+                try:
+                    for start in range(0, len(records), 1000):
+                        self.insert([_redact_again(r) for r in records[start : start + 1000]])
+                except Exception as error:
+                    if _database_unavailable(error):
+                        raise  # every segment would fail alike: stop this pass
+                    # Something in this segment: the others must not wait behind it.
+                    stored += self._segment_failed(path, records, error)
+                    continue
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+                self._failures.pop(path.name, None)
                 stored += len(records)
             finally:
                 os.close(fd)
@@ -446,6 +527,54 @@ class SpoolWriter:
             logger.log(
                 self.replay_log_level, "Activity log: replayed %d records from the spool", stored
             )
+        return stored
+
+    def _segment_failed(self, path: Path, records: list[Record], error: Exception) -> int:
+        """Count a failure of the segment; at the second, store what can be stored of
+        it one record at a time and quarantine the rest. Return how many were stored.
+
+        Called while the segment's lock is held.
+        """
+        _db_connection_reset()
+        failures = self._failures[path.name] = self._failures.get(path.name, 0) + 1
+        reason = _reason(error)
+        if failures < QUARANTINE_AFTER_FAILURES:
+            logger.warning(
+                "Activity log: storing %s failed (%s); it is retried once more, then quarantined",
+                path.name,
+                reason,
+            )
+            return 0
+        stored, refused = 0, []
+        for record in records:
+            try:
+                self.insert([record])
+            except Exception as single:
+                if _database_unavailable(single):
+                    raise  # try the whole segment again later
+                _db_connection_reset()
+                refused.append(record)
+                reason = _reason(single)
+            else:
+                stored += 1
+        if refused:
+            note = quarantine_write(self.directory, path.name, refused, reason)
+            self.on_quarantine(note)
+            self.quarantined_segments += 1
+            self.quarantined_records += len(refused)
+            logger.error(
+                "Activity log: %d of the %d records of %s cannot be stored (%s); they are "
+                "in %s, the other %d are stored",
+                len(refused),
+                len(records),
+                path.name,
+                reason,
+                note.path,
+                stored,
+            )
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._failures.pop(path.name, None)
         return stored
 
     def close(self) -> None:
@@ -458,6 +587,82 @@ class SpoolWriter:
         self.stats_log()
 
 
+# --- segments that cannot be stored ----------------------------------------------------------
+
+QUARANTINE_DIR = "quarantine"
+QUARANTINE_AFTER_FAILURES = 2
+
+
+@dataclass(frozen=True)
+class QuarantineNote:
+    """Records moved to the quarantine folder: where, why, and how many per organisation."""
+
+    path: Path
+    segment: str
+    reason: str
+    per_organization: dict[str | None, int]
+
+
+def _database_unavailable(error: BaseException) -> bool:
+    """Whether a failed insert says nothing about the records (the database is down,
+    unreachable, restarting or timed out): psycopg's, sqlite3's and Django's
+    ``OperationalError`` and ``InterfaceError`` alike."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {"OperationalError", "InterfaceError"})
+
+
+def _reason(error: BaseException) -> str:
+    text, _ = redactor.redact(f"{type(error).__name__}: {error}")
+    return text_storable(text[:1000])[0]
+
+
+def quarantine_write(
+    directory: Path, segment: str, records: list[Record], reason: str
+) -> QuarantineNote:
+    """Write ``records`` (as JSON lines) and the reason beside them in the spool folder's
+    ``quarantine`` folder, where no replay looks; an operator may fix and move them back."""
+    folder = directory / QUARANTINE_DIR
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = folder / segment
+    with open(target, "ab") as handle:
+        for record in records:
+            handle.write(_ENCODER.encode(record).encode(errors="replace") + b"\n")
+    with open(folder / f"{segment}.reason", "a", encoding="utf-8") as handle:
+        handle.write(f"{datetime.now(UTC).isoformat()} {reason}\n")
+    counts: dict[str | None, int] = {}
+    for record in records:
+        organization = _organization_of(record)
+        counts[organization] = counts.get(organization, 0) + 1
+    return QuarantineNote(path=target, segment=segment, reason=reason, per_organization=counts)
+
+
+def _organization_of(record: Record) -> str | None:
+    try:
+        return str(uuid.UUID(str(record.get("organization_id"))))
+    except ValueError:
+        return None
+
+
+def quarantine_note_store(note: QuarantineNote) -> None:
+    """Count quarantined records in the database, so admins see them (``Activity``)."""
+    from audit.models import QuarantinedSegment
+
+    now = datetime.now(UTC)
+    QuarantinedSegment.objects.bulk_create(
+        [
+            QuarantinedSegment(
+                at=now,
+                organization_id=organization,
+                host=text_storable(socket.gethostname())[0][:200],
+                segment=note.segment[:200],
+                records=count,
+                reason=note.reason,
+            )
+            for organization, count in note.per_organization.items()
+        ]
+    )
+
+
 def _parse_segment(path: Path, fd: int) -> Iterable[Record]:
     # Read through the descriptor that holds the lock: the writer may unlink the name
     # (after storing the same records itself) while a replayer reads it.
@@ -468,9 +673,21 @@ def _parse_segment(path: Path, fd: int) -> Iterable[Record]:
             try:
                 record = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                # Only a write cut short by a full disk can leave half a line.
-                logger.warning("Activity log: skipped a damaged line %d of %s", number, path.name)
-                continue
+                try:
+                    # The standard library reads what orjson refuses (a lone surrogate
+                    # escaped by an older writer, integers beyond 64 bits).
+                    record = json.loads(raw)
+                except ValueError:
+                    # Only a write cut short by a full disk can leave half a line.
+                    logger.warning(
+                        "Activity log: skipped a damaged line %d of %s", number, path.name
+                    )
+                    continue
+                if isinstance(record, dict):
+                    record_storable(record)
+            else:
+                if isinstance(record, dict) and json_text_may_hold_nul(raw):
+                    record_storable(record)
             if isinstance(record, dict) and "id" in record:
                 yield record
 
@@ -518,6 +735,7 @@ def writer() -> SpoolWriter:
                     flush_seconds=settings.GATEWAY_AUDIT_FLUSH_INTERVAL_MS / 1000,
                     on_replay=secrets_refresh_quietly,
                     relay=True,
+                    on_tick=refusal_summaries_append,
                 )
                 _writer.start()
             found = _writer
@@ -708,9 +926,9 @@ def call_record(
         "name": name[:512],
         "protocol_version": str(ctx.protocol_version)[:16],
         "session_id": session_digest(ctx.session_id),
-        "http_status": http_status,
+        "http_status": _int32(http_status, minimum=0),
         "total_ms": round(total_seconds * 1000, 3),
-        "request_bytes": request_bytes,
+        "request_bytes": _int32(request_bytes, minimum=0) or 0,
         **_principal_fields(ctx.principal),
     }
     info = ctx.client_info
@@ -723,17 +941,22 @@ def call_record(
     upstream = getattr(ctx, "upstream_seconds", None)
     if upstream is not None:
         record["upstream_ms"] = round(upstream * 1000, 3)
-    redacted = False
+    redacted = replaced = False
     if arguments is not None:
-        text, truncated, redacted = _clip(_dumps(arguments), limit)
+        dumped, replaced = _payload_dumps(arguments)
+        text, truncated, redacted = _clip(dumped, limit)
         record["arguments"], record["arguments_truncated"] = text, truncated
+    detail = _error_detail(ctx)
+    if detail:
+        record["error_detail"], changed = redactor.redact(detail[:4000])
+        redacted = redacted or changed
     if "error" in response:
         error = response["error"] if isinstance(response["error"], dict) else {}
         message_text, changed = redactor.redact(str(error.get("message", ""))[:2000])
         redacted = redacted or changed
         record["error_message"] = message_text
-        record["rpc_code"] = error.get("code")
-        record["response_bytes"] = _size(_dumps(response))
+        record["rpc_code"] = _int32(error.get("code"))
+        record["response_bytes"] = _encoded_size(response)
         if route is None:
             record["status"] = "refused"
             record["refusal"] = (
@@ -746,7 +969,8 @@ def call_record(
     else:
         result = response.get("result")
         result = result if isinstance(result, dict) else {}
-        full = _dumps(result)
+        full, result_replaced = _payload_dumps(result)
+        replaced = replaced or result_replaced
         record["response_bytes"] = _size(full) + 40
         text, truncated, changed = _clip(full, limit)
         redacted = redacted or changed
@@ -764,7 +988,20 @@ def call_record(
         record["pii_redacted"] = ",".join(found)
     if redacted:
         record["secrets_redacted"] = True
+    if replaced:
+        record["text_replaced"] = True
     return record
+
+
+def _error_detail(ctx: Any) -> str:
+    """The precise description of the upstream failure behind this call, for admins.
+
+    The backend leaves the ``UpstreamError`` it turned into the client's message on
+    ``ctx.upstream_error``; its ``detail`` (when it has one) is what is kept.
+    """
+    error = getattr(ctx, "upstream_error", None)
+    detail = getattr(error, "detail", None) if error is not None else None
+    return detail if isinstance(detail, str) else ""
 
 
 async def engine_handle(
@@ -895,6 +1132,18 @@ async def _refusal_record(
     loaded = await (await hub()).view(slug)
     if loaded is None:
         return
+    method = str(message["method"])
+    # Before anything costs more (the token lookup below is a database query).
+    if not refusals.limiter.admit(
+        organization_id=str(loaded.organization_id),
+        source=refusals.refusal_source(request.scope.get("client")),
+        endpoint_id=loaded.id,
+        endpoint_name=loaded.view.name,
+        method=method,
+        request_bytes=size,
+        now=started_at,
+    ):
+        return
     who = principal
     if who is None:
         header = request.headers.get("authorization", "")
@@ -908,7 +1157,7 @@ async def _refusal_record(
         reason = "other_organization" if status in (403, 404) else reason
     raw_params = message.get("params")
     params: Mapping[str, Any] = raw_params if isinstance(raw_params, dict) else {}
-    name, arguments = _call_name(str(message["method"]), params)
+    name, arguments = _call_name(method, params)
     error = body.get("error") if isinstance(body, dict) else None
     error_text = error.get("message") if isinstance(error, dict) else error
     record: Record = {
@@ -917,25 +1166,40 @@ async def _refusal_record(
         "organization_id": str(loaded.organization_id),
         "endpoint_id": loaded.id,
         "endpoint_name": loaded.view.name[:200],
-        "method": message["method"],
-        "name": name[:512],
+        "method": method,
+        "name": name[: refusals.MAX_NAME],
         "status": "refused",
         "refusal": reason,
-        "http_status": status,
+        "http_status": _int32(status, minimum=0),
         "error_message": redactor.redact(str(error_text or ""))[0][:2000],
         "session_id": session_digest(request.headers.get("mcp-session-id")),
         "protocol_version": str(request.headers.get("mcp-protocol-version", ""))[:16],
-        "request_bytes": size,
-        "response_bytes": len(_dumps(body)),
+        "request_bytes": _int32(size, minimum=0) or 0,
+        "response_bytes": _encoded_size(body),
         "total_ms": 0.0,
         **_principal_fields(who),
     }
     if arguments is not None:
-        text, truncated, redacted = _clip(_dumps(arguments), settings.GATEWAY_AUDIT_MAX_PAYLOAD)
+        # Whoever was refused chose these: keep a glimpse, not a payload.
+        dumped, replaced = _payload_dumps(arguments)
+        text, truncated, redacted = _clip(dumped, refusals.MAX_ARGUMENTS)
         record["arguments"], record["arguments_truncated"] = text, truncated
         if redacted:
             record["secrets_redacted"] = True
+        if replaced:
+            record["text_replaced"] = True
     writer().append(record)
+
+
+def refusal_summaries_append() -> int:
+    """Spool the summarising record of every refusal window that has ended (the
+    background writer thread calls this at each tick); return how many."""
+    summaries = refusals.limiter.summaries(new_id=record_id_new)
+    if summaries:
+        spool = writer()
+        for summary in summaries:
+            spool.append(summary)
+    return len(summaries)
 
 
 async def _body_read(receive: Callable[[], Awaitable[dict[str, Any]]]) -> tuple[Any, int]:

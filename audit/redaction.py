@@ -6,8 +6,10 @@ Two kinds of values are replaced by ``[REDACTED]`` before a record is written
 - *known secrets*: the credential values of the process's connections (bearer
   tokens, header values, stdio environment values), registered when a target is
   built and refreshed from the database by the background writer;
-- *token-shaped strings*: bearer headers, JWTs and the well-known prefixed
-  formats (``gwt_``, ``sk-``, ``ghp_``, ``xoxb-``, ``AKIA``…), whatever their origin.
+- *token-shaped strings*: bearer headers, JWTs, the credentials this gateway
+  issues (``gwt_`` API tokens, ``gwo_`` / ``gwr_`` OAuth access and refresh
+  tokens) and the well-known prefixed formats (``sk-``, ``ghp_``, ``xoxb-``,
+  ``AKIA``…), whatever their origin.
 
 Secrets shorter than ``MIN_SECRET_LENGTH`` are not registered: replacing a
 four-letter value everywhere would wreck the log without protecting much.
@@ -33,7 +35,9 @@ MIN_SECRET_LENGTH = 8
 _TOKEN_SHAPES: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
     (("earer", "EARER"), re.compile(r"(?i:bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")),
     (("eyJ",), re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
-    (("gwt_",), re.compile(r"\bgwt_[A-Za-z0-9_-]{16,}")),  # this gateway's API tokens
+    # What this gateway issues: API tokens, OAuth access and refresh tokens
+    # (gateway_project.token_shapes); also right after a word character or "_".
+    (("gw",), re.compile(r"(?<![A-Za-z0-9])gw[tor]_[A-Za-z0-9_-]{16,}")),
     (("sk-",), re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}")),  # OpenAI, Anthropic
     (("gh",), re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}")),
     (("glpat-",), re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}")),  # GitLab

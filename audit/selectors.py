@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db import connection
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from audit.models import AuditRecord, CallStatus, ManagementEvent
+from audit.models import AuditRecord, CallStatus, ManagementEvent, QuarantinedSegment
+from gateway_project.text import text_is_storable
 from oauth.models import ApiToken, Membership, OAuthAccessToken, Role
 from oauth.services import API_TOKEN_PREFIX
 
@@ -128,6 +130,10 @@ def audit_record_queryset(
     if not audit_sees_all(membership):
         records = records.filter(user_id=membership.user_id)
     given = {k: (v or "").strip() for k, v in (filters or {}).items() if (v or "").strip()}
+    for field, value in given.items():
+        # No stored text holds these, and PostgreSQL refuses them in a query.
+        if not text_is_storable(value):
+            raise FilterError(field, "Remove the NUL or invalid characters from this value.")
     if "endpoint" in given:
         records = records.filter(endpoint_id=_uuid("endpoint", given["endpoint"]))
     if "connection" in given:
@@ -283,6 +289,8 @@ EXPORT_FIELDS = (
     "response_bytes",
     "pii_redacted",
     "secrets_redacted",
+    "text_replaced",
+    "error_detail",
 )
 EXPORT_BATCH = 1000
 
@@ -298,17 +306,25 @@ def audit_record_export_rows(
 
     def rows() -> Iterator[dict[str, Any]]:
         last: tuple[datetime, uuid.UUID] | None = None
-        while True:
-            query = base
-            if last is not None:
-                query = query.filter(Q(at__lt=last[0]) | Q(at=last[0], id__lt=last[1]))
-            chunk = list(query.values(*EXPORT_FIELDS)[:batch])
-            if not chunk:
-                return
-            yield from chunk
-            last = (chunk[-1]["at"], chunk[-1]["id"])
-            if len(chunk) < batch:
-                return
+        try:
+            while True:
+                query = base
+                if last is not None:
+                    query = query.filter(Q(at__lt=last[0]) | Q(at=last[0], id__lt=last[1]))
+                chunk = list(query.values(*EXPORT_FIELDS)[:batch])
+                if not chunk:
+                    return
+                yield from chunk
+                last = (chunk[-1]["at"], chunk[-1]["id"])
+                if len(chunk) < batch:
+                    return
+        finally:
+            # The rows are read while the response streams, after the request's own
+            # clean-up may have run (or, when a query fails half-way, instead of it):
+            # the connection of the thread that streamed must not outlive the export.
+            # (Not inside a transaction, which is its owner's to end: tests run in one.)
+            if not connection.in_atomic_block:
+                connection.close()
 
     return rows()
 
@@ -323,3 +339,31 @@ def audit_retention_days(*, organization: Any) -> int:
         .first()
     )
     return DEFAULT_RETENTION_DAYS if days is None else int(days)
+
+
+@dataclass(frozen=True)
+class QuarantineSummary:
+    """Records of the organisation the activity log could not store (see
+    ``audit.recorder``): how many, in how many segments, the latest and why."""
+
+    records: int
+    segments: int
+    last_at: datetime | None
+    last_reason: str
+
+
+def audit_quarantine_summary(*, membership: Membership) -> QuarantineSummary | None:
+    """For admins and auditors (None for members): what the log lost to quarantine."""
+    if not audit_sees_all(membership):
+        return None
+    rows = QuarantinedSegment.objects.filter(organization_id=membership.organization_id)
+    totals = rows.aggregate(records=Sum("records"), segments=Count("id"), last_at=Max("at"))
+    if not totals["segments"]:
+        return QuarantineSummary(records=0, segments=0, last_at=None, last_reason="")
+    last = rows.order_by("-at").values_list("reason", flat=True).first() or ""
+    return QuarantineSummary(
+        records=int(totals["records"] or 0),
+        segments=int(totals["segments"]),
+        last_at=totals["last_at"],
+        last_reason=last,
+    )

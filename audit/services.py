@@ -18,6 +18,7 @@ from audit.models import (
     ManagementAction,
     ManagementEvent,
 )
+from gateway_project.text import fields_storable
 from oauth.models import Organization
 
 logger = logging.getLogger(__name__)
@@ -44,16 +45,22 @@ def management_event_record(
     if action not in ManagementAction.values:
         raise ValueError(f"Unknown management action {action!r}")
     is_person = actor is not None and getattr(actor, "is_authenticated", False)
+    # Names and details may come from an upstream (tool names, descriptions).
+    texts: dict[str, Any] = {
+        "actor_name": actor.get_username()[:150] if is_person else "",  # type: ignore[union-attr]
+        "target_type": target_type[:32],
+        "target_id": str(target_id)[:64],
+        "target_name": str(target_name)[:200],
+        "details": details or {},
+    }
+    replaced = fields_storable(texts)
     event = ManagementEvent(
         at=timezone.now(),
         organization_id=organization_id,
         actor_id=actor.pk if is_person else None,  # type: ignore[union-attr]
-        actor_name=actor.get_username()[:150] if is_person else "",  # type: ignore[union-attr]
         action=action,
-        target_type=target_type[:32],
-        target_id=str(target_id)[:64],
-        target_name=str(target_name)[:200],
-        details=details or {},
+        text_replaced=replaced,
+        **texts,
     )
     event.save(force_insert=True)
     return event

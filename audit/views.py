@@ -44,6 +44,7 @@ def activity_list_view(request: HttpRequest) -> HttpResponse:
             "query": query.urlencode(),
             "error": error,
             "retention_days": selectors.audit_retention_days(organization=membership.organization),
+            "quarantine": selectors.audit_quarantine_summary(membership=membership),
         },
         status=400 if error else 200,
     )
@@ -63,6 +64,7 @@ def activity_detail_view(request: HttpRequest, record_id: str) -> HttpResponse:
         "audit/detail.html",
         {
             "record": record,
+            "sees_all": selectors.audit_sees_all(request.membership),  # type: ignore[attr-defined]
             "arguments": selectors.record_payload(record.arguments, record.arguments_truncated),
             "result": selectors.record_payload(record.result, record.result_truncated),
         },

@@ -108,8 +108,19 @@ if PRODUCTION and not DATABASE_URL:
 if PRODUCTION and not REDIS_URL:
     raise ImproperlyConfigured("REDIS_URL (redis://...) must be set in production")
 
+# No query may run longer than this on PostgreSQL (0: no limit): a request whose
+# query would run for ever is cancelled and answered, and gives its connection back.
+# Long maintenance (migrations on a large table) may need it raised or set to 0.
+GATEWAY_DB_STATEMENT_TIMEOUT_MS = env_int(
+    "GATEWAY_DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=0, maximum=86_400_000
+)
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    if GATEWAY_DB_STATEMENT_TIMEOUT_MS:
+        _options = DATABASES["default"].setdefault("OPTIONS", {})
+        _options["options"] = (
+            f"{_options.get('options', '')} -c statement_timeout={GATEWAY_DB_STATEMENT_TIMEOUT_MS}"
+        ).strip()
 else:
     DATABASES = {
         "default": {
@@ -338,6 +349,9 @@ OAUTH2_PROVIDER = {
         "client_secret_post",
     ],
     "ACCESS_TOKEN_EXPIRE_SECONDS": GATEWAY_OAUTH_ACCESS_TOKEN_SECONDS,
+    # Prefixed tokens (gwo_, gwr_), so the activity log can recognise and redact them.
+    "ACCESS_TOKEN_GENERATOR": "gateway_project.token_shapes.oauth_access_token_generate",
+    "REFRESH_TOKEN_GENERATOR": "gateway_project.token_shapes.oauth_refresh_token_generate",
     "AUTHORIZATION_CODE_EXPIRE_SECONDS": 120,
     "ROTATE_REFRESH_TOKEN": True,
     # Longer than any access duration: the authorization's own expiry is what counts.

@@ -129,3 +129,42 @@ def test_bad_values_fail_loudly(tmp_path):
         result = load({"GATEWAY_DATA_DIR": str(tmp_path), name: value})
         assert result.returncode != 0, name
         assert message in result.stderr, (name, result.stderr[-400:])
+
+
+STATEMENT_PROBE = (
+    "import json, gateway_project.settings as s; "
+    "print(json.dumps(s.DATABASES['default'].get('OPTIONS', {})))"
+)
+
+
+def _options(env: dict[str, str]) -> dict:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "DATABASE_", "REDIS_"))
+    }
+    clean.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", STATEMENT_PROBE],
+        env={**clean, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_it_bounds_every_postgres_statement_by_a_timeout_unless_told_not_to(tmp_path):
+    base = {
+        "GATEWAY_DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/gateway?options=-c%20search_path%3Dx",
+    }
+    assert _options(base)["options"] == "-c search_path=x -c statement_timeout=30000"
+    assert _options({**base, "GATEWAY_DB_STATEMENT_TIMEOUT_MS": "1500"})["options"].endswith(
+        "statement_timeout=1500"
+    )
+    assert "options" not in _options(
+        {**base, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/gateway",
+         "GATEWAY_DB_STATEMENT_TIMEOUT_MS": "0"}
+    )  # fmt: skip
+    assert _options({"GATEWAY_DATA_DIR": str(tmp_path)}).get("options") is None  # SQLite
