@@ -612,7 +612,9 @@ def _database_unavailable(error: BaseException) -> bool:
 
 
 def _reason(error: BaseException) -> str:
-    text, _ = redactor.redact(f"{type(error).__name__}: {error}")
+    # The first line only: PostgreSQL's DETAIL line repeats the whole row, payloads included.
+    first = (str(error).strip().splitlines() or [""])[0]
+    text, _ = redactor.redact(f"{type(error).__name__}: {first}")
     return text_storable(text[:1000])[0]
 
 

@@ -114,13 +114,32 @@ if PRODUCTION and not REDIS_URL:
 GATEWAY_DB_STATEMENT_TIMEOUT_MS = env_int(
     "GATEWAY_DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=0, maximum=86_400_000
 )
+# Connections of one process to PostgreSQL, at most (0: no pool, one persistent
+# connection per thread as Django does by default). Under ASGI every request runs
+# in a thread of its own, so without a pool a burst of requests is a burst of
+# connections that linger until garbage-collected; with it a request borrows one
+# and gives it back when it ends, and waits at most GATEWAY_DB_POOL_TIMEOUT_S.
+GATEWAY_DB_POOL_MAX_SIZE = env_int("GATEWAY_DB_POOL_MAX_SIZE", 16, minimum=0, maximum=1000)
+GATEWAY_DB_POOL_TIMEOUT_S = env_int("GATEWAY_DB_POOL_TIMEOUT_S", 10, minimum=1, maximum=600)
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=0 if GATEWAY_DB_POOL_MAX_SIZE else 60
+        )
+    }
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
     if GATEWAY_DB_STATEMENT_TIMEOUT_MS:
-        _options = DATABASES["default"].setdefault("OPTIONS", {})
         _options["options"] = (
             f"{_options.get('options', '')} -c statement_timeout={GATEWAY_DB_STATEMENT_TIMEOUT_MS}"
         ).strip()
+    if GATEWAY_DB_POOL_MAX_SIZE:
+        _options["pool"] = {
+            "min_size": 0,
+            "max_size": GATEWAY_DB_POOL_MAX_SIZE,
+            "timeout": GATEWAY_DB_POOL_TIMEOUT_S,
+            # A connection idle this long is closed: an idle process holds none.
+            "max_idle": 60,
+        }
 else:
     DATABASES = {
         "default": {

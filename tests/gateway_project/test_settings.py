@@ -168,3 +168,14 @@ def test_it_bounds_every_postgres_statement_by_a_timeout_unless_told_not_to(tmp_
          "GATEWAY_DB_STATEMENT_TIMEOUT_MS": "0"}
     )  # fmt: skip
     assert _options({"GATEWAY_DATA_DIR": str(tmp_path)}).get("options") is None  # SQLite
+
+
+def test_postgres_connections_come_from_a_bounded_pool_unless_it_is_turned_off(tmp_path):
+    base = {
+        "GATEWAY_DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/gateway",
+    }
+    assert _options(base)["pool"]["max_size"] == 16
+    sized = _options({**base, "GATEWAY_DB_POOL_MAX_SIZE": "4", "GATEWAY_DB_POOL_TIMEOUT_S": "3"})
+    assert (sized["pool"]["max_size"], sized["pool"]["timeout"]) == (4, 3)
+    assert "pool" not in _options({**base, "GATEWAY_DB_POOL_MAX_SIZE": "0"})
