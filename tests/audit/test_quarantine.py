@@ -83,7 +83,7 @@ def test_a_database_that_is_down_never_gets_a_segment_quarantined(tmp_path):
 
 
 def test_on_the_database_a_poisoned_segment_costs_only_its_bad_record(
-    transactional_db, admin, member, tmp_path
+    transactional_db, admin, member, client, tmp_path
 ):
     org = admin.organization.pk
     _segment(tmp_path, "000001", [_row(org, "first")])
@@ -111,3 +111,7 @@ def test_on_the_database_a_poisoned_segment_costs_only_its_bad_record(
     assert page["quarantine"]["records"] == 1 and page["quarantine"]["segments"] == 1
     assert page["quarantine"]["lastReason"] == row.reason
     assert member.api().get("/api/audit-logs").json()["quarantine"] is None
+    client.force_login(admin.user)
+    assert b"1 record could not be stored" in client.get("/activity/").content
+    client.force_login(member.user)
+    assert b"could not be stored" not in client.get("/activity/").content
