@@ -27,7 +27,14 @@ by the writer process continuously, at start-up, every ``REPLAY_SECONDS`` by eac
 gateway process, and by the ``audit_spool_replay`` Celery task. A live gateway
 process holds an exclusive ``flock`` on its open segment, so a replayer only ever
 takes segments nobody writes to; replaying twice is harmless because the record
-id is the primary key.
+id is the primary key. A segment the database refuses twice for a reason of its
+own is stored record by record and the rest set aside (``audit.quarantine``), so
+it never holds up the segments after it.
+
+Every text of a record is made storable first (``gateway_project.text``: NUL and
+lone surrogates, which PostgreSQL refuses, become U+FFFD and ``text_replaced``
+says so), and refusals are recorded within a budget per source
+(``audit.refusals``).
 """
 
 from __future__ import annotations
@@ -40,10 +47,8 @@ import json
 import logging
 import os
 import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,12 +61,19 @@ from django.conf import settings
 
 from audit import refusals
 from audit.pii import pii_redact
+from audit.quarantine import (
+    QUARANTINE_AFTER_FAILURES,
+    QuarantineNote,
+    database_unavailable,
+    failure_reason,
+    quarantine_note_store,
+    quarantine_write,
+)
 from audit.redaction import redactor
 from gateway_project.text import (
     fields_storable,
     json_storable,
     json_text_may_hold_nul,
-    text_storable,
 )
 
 logger = logging.getLogger(__name__)
@@ -512,7 +524,7 @@ class SpoolWriter:
                     for start in range(0, len(records), 1000):
                         self.insert([_redact_again(r) for r in records[start : start + 1000]])
                 except Exception as error:
-                    if _database_unavailable(error):
+                    if database_unavailable(error):
                         raise  # every segment would fail alike: stop this pass
                     # Something in this segment: the others must not wait behind it.
                     stored += self._segment_failed(path, records, error)
@@ -537,7 +549,7 @@ class SpoolWriter:
         """
         _db_connection_reset()
         failures = self._failures[path.name] = self._failures.get(path.name, 0) + 1
-        reason = _reason(error)
+        reason = failure_reason(error)
         if failures < QUARANTINE_AFTER_FAILURES:
             logger.warning(
                 "Activity log: storing %s failed (%s); it is retried once more, then quarantined",
@@ -550,11 +562,11 @@ class SpoolWriter:
             try:
                 self.insert([record])
             except Exception as single:
-                if _database_unavailable(single):
+                if database_unavailable(single):
                     raise  # try the whole segment again later
                 _db_connection_reset()
                 refused.append(record)
-                reason = _reason(single)
+                reason = failure_reason(single)
             else:
                 stored += 1
         if refused:
@@ -585,84 +597,6 @@ class SpoolWriter:
             self._thread.join(timeout=5)
         self._safely(self.flush)
         self.stats_log()
-
-
-# --- segments that cannot be stored ----------------------------------------------------------
-
-QUARANTINE_DIR = "quarantine"
-QUARANTINE_AFTER_FAILURES = 2
-
-
-@dataclass(frozen=True)
-class QuarantineNote:
-    """Records moved to the quarantine folder: where, why, and how many per organisation."""
-
-    path: Path
-    segment: str
-    reason: str
-    per_organization: dict[str | None, int]
-
-
-def _database_unavailable(error: BaseException) -> bool:
-    """Whether a failed insert says nothing about the records (the database is down,
-    unreachable, restarting or timed out): psycopg's, sqlite3's and Django's
-    ``OperationalError`` and ``InterfaceError`` alike."""
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return bool(names & {"OperationalError", "InterfaceError"})
-
-
-def _reason(error: BaseException) -> str:
-    # The first line only: PostgreSQL's DETAIL line repeats the whole row, payloads included.
-    first = (str(error).strip().splitlines() or [""])[0]
-    text, _ = redactor.redact(f"{type(error).__name__}: {first}")
-    return text_storable(text[:1000])[0]
-
-
-def quarantine_write(
-    directory: Path, segment: str, records: list[Record], reason: str
-) -> QuarantineNote:
-    """Write ``records`` (as JSON lines) and the reason beside them in the spool folder's
-    ``quarantine`` folder, where no replay looks; an operator may fix and move them back."""
-    folder = directory / QUARANTINE_DIR
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    target = folder / segment
-    with open(target, "ab") as handle:
-        for record in records:
-            handle.write(_ENCODER.encode(record).encode(errors="replace") + b"\n")
-    with open(folder / f"{segment}.reason", "a", encoding="utf-8") as handle:
-        handle.write(f"{datetime.now(UTC).isoformat()} {reason}\n")
-    counts: dict[str | None, int] = {}
-    for record in records:
-        organization = _organization_of(record)
-        counts[organization] = counts.get(organization, 0) + 1
-    return QuarantineNote(path=target, segment=segment, reason=reason, per_organization=counts)
-
-
-def _organization_of(record: Record) -> str | None:
-    try:
-        return str(uuid.UUID(str(record.get("organization_id"))))
-    except ValueError:
-        return None
-
-
-def quarantine_note_store(note: QuarantineNote) -> None:
-    """Count quarantined records in the database, so admins see them (``Activity``)."""
-    from audit.models import QuarantinedSegment
-
-    now = datetime.now(UTC)
-    QuarantinedSegment.objects.bulk_create(
-        [
-            QuarantinedSegment(
-                at=now,
-                organization_id=organization,
-                host=text_storable(socket.gethostname())[0][:200],
-                segment=note.segment[:200],
-                records=count,
-                reason=note.reason,
-            )
-            for organization, count in note.per_organization.items()
-        ]
-    )
 
 
 def _parse_segment(path: Path, fd: int) -> Iterable[Record]:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from audit.models import AuditRecord, QuarantinedSegment
-from audit.recorder import QUARANTINE_DIR, SpoolWriter, record_id_new, records_insert
+from audit.quarantine import QUARANTINE_DIR
+from audit.recorder import SpoolWriter, record_id_new, records_insert
 
 
 def _segment(directory, name: str, records: list[dict]) -> None:

@@ -190,3 +190,21 @@ def test_live_a_lone_surrogate_in_the_client_name_still_leaves_a_record(
     ok = call_tool(url, admin.token, "paged__tool_01")
     assert ok.status_code == 200
     assert wait_for_records(1, name="paged__tool_01")
+
+
+def test_a_management_event_with_unstorable_names_or_details_is_stored_replaced(db, admin):
+    from audit.models import ManagementEvent
+    from audit.services import management_event_record
+
+    management_event_record(
+        organization_id=admin.organization.pk,
+        action="endpoint.entries_changed",
+        target_type="endpoint",
+        target_name="tools\x00",
+        details={"renamed": {"x\x00": "\ud800"}},
+    )
+
+    event = ManagementEvent.objects.get(action="endpoint.entries_changed")
+    assert event.target_name == "tools\ufffd"
+    assert event.details == {"renamed": {"x\ufffd": "\ufffd"}}
+    assert event.text_replaced is True
