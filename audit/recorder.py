@@ -71,9 +71,9 @@ from audit.quarantine import (
 )
 from audit.redaction import redactor
 from gateway_project.text import (
+    REPLACEMENT,
     fields_storable,
     json_storable,
-    json_text_may_hold_nul,
 )
 
 logger = logging.getLogger(__name__)
@@ -128,20 +128,17 @@ def _payload_dumps(value: Any) -> tuple[str, bool]:
     """JSON text of a caller's or an upstream's value that the database can hold, and
     whether characters were replaced to make it so (``gateway_project.text``).
 
-    The common case costs one substring search over the encoded bytes: a lone
-    surrogate makes the encoders fail, a NUL shows as its escape.
+    Costs nothing more in the common case: only a lone surrogate makes the encoders
+    fail, and then every NUL and lone surrogate of the value is replaced. A NUL alone
+    needs nothing: inside JSON text it is the six characters of its escape.
     """
     try:
-        encoded: bytes | None = _dumps_bytes(value)
+        return _dumps_bytes(value).decode(), False
     except UnicodeEncodeError:
-        encoded = None
-    if encoded is not None and not json_text_may_hold_nul(encoded):
-        return encoded.decode(), False
-    storable, replaced = json_storable(value)
-    if replaced or encoded is None:
-        # ``default=str`` may still meet an object whose text holds a surrogate.
-        encoded = _ENCODER.encode(storable).encode(errors="replace")
-    return encoded.decode(), replaced
+        pass
+    storable = json_storable(value)[0]
+    # ``default=str`` may still meet an object whose text holds a surrogate.
+    return _ENCODER.encode(storable).encode(errors="replace").decode(), True
 
 
 def _encoded_size(value: Any) -> int:
@@ -291,6 +288,7 @@ def records_insert(records: list[Record]) -> None:
     plan = _insert_plan(connection)
     rows = []
     for record in records:
+        _nul_replace(record)
         row = [record.get(key, default) for key, default in plan.columns]
         for index, adapt in plan.adapted:
             row[index] = adapt(row[index])
@@ -305,6 +303,17 @@ def records_insert(records: list[Record]) -> None:
             raw.execute(plan.move_sql)
         else:
             cursor.executemany(plan.sql, rows)
+
+
+def _nul_replace(record: Record) -> None:
+    # PostgreSQL refuses a NUL in text; written escaped in the spool, it is replaced
+    # here, in the writer, where a scan of each text costs the request path nothing.
+    # (Lone surrogates never get this far: the spool's JSON encoder refuses them, and
+    # ``SpoolWriter.append`` makes such a record storable.)
+    for key, value in record.items():
+        if isinstance(value, str) and "\x00" in value:
+            record[key] = value.replace("\x00", REPLACEMENT)
+            record["text_replaced"] = True
 
 
 class SpoolWriter:
@@ -367,13 +376,12 @@ class SpoolWriter:
         crash protection, and the failure is logged.
         """
         try:
-            line = _dumps_bytes(record)
-        except UnicodeEncodeError:  # a lone surrogate in a text field
-            line = b""
-        # A NUL anywhere shows as its escape: the one substring search the common case pays.
-        if ((not line or json_text_may_hold_nul(line)) and record_storable(record)) or not line:
-            line = _ENCODER.encode(record).encode(errors="replace")
-        line += b"\n"
+            line = _dumps_bytes(record) + b"\n"
+        except UnicodeEncodeError:
+            # A lone surrogate in a text field: nothing could write it. (A NUL is
+            # written escaped; ``records_insert`` replaces it before the database.)
+            record_storable(record)
+            line = _ENCODER.encode(record).encode(errors="replace") + b"\n"
         with self._lock:
             try:
                 if self._fd is None:
@@ -621,9 +629,6 @@ def _parse_segment(path: Path, fd: int) -> Iterable[Record]:
                     continue
                 if isinstance(record, dict):
                     record_storable(record)
-            else:
-                if isinstance(record, dict) and json_text_may_hold_nul(raw):
-                    record_storable(record)
             if isinstance(record, dict) and "id" in record:
                 yield record
 
@@ -862,9 +867,10 @@ def call_record(
         "name": name[:512],
         "protocol_version": str(ctx.protocol_version)[:16],
         "session_id": session_digest(ctx.session_id),
-        "http_status": _int32(http_status, minimum=0),
+        "http_status": http_status,
         "total_ms": round(total_seconds * 1000, 3),
-        "request_bytes": _int32(request_bytes, minimum=0) or 0,
+        # From the Content-Length header: whatever its sender wrote.
+        "request_bytes": request_bytes if 0 <= request_bytes <= _INT32 else 0,
         **_principal_fields(ctx.principal),
     }
     info = ctx.client_info

@@ -7,7 +7,7 @@ Two kinds of values are replaced by ``[REDACTED]`` before a record is written
   tokens, header values, stdio environment values), registered when a target is
   built and refreshed from the database by the background writer;
 - *token-shaped strings*: bearer headers, JWTs, the credentials this gateway
-  issues (``gwt_`` API tokens, ``gwo_`` / ``gwr_`` OAuth access and refresh
+  issues (``gwt_`` API tokens, ``gwto_`` / ``gwtr_`` OAuth access and refresh
   tokens) and the well-known prefixed formats (``sk-``, ``ghp_``, ``xoxb-``,
   ``AKIA``…), whatever their origin.
 
@@ -35,9 +35,9 @@ MIN_SECRET_LENGTH = 8
 _TOKEN_SHAPES: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
     (("earer", "EARER"), re.compile(r"(?i:bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")),
     (("eyJ",), re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
-    # What this gateway issues: API tokens, OAuth access and refresh tokens
-    # (gateway_project.token_shapes); also right after a word character or "_".
-    (("gw",), re.compile(r"(?<![A-Za-z0-9])gw[tor]_[A-Za-z0-9_-]{16,}")),
+    # What this gateway issues: API tokens, OAuth access and refresh tokens, all
+    # starting "gwt" (gateway_project.token_shapes); also right after an underscore.
+    (("gwt",), re.compile(r"(?<![A-Za-z0-9])gwt[or]?_[A-Za-z0-9_-]{16,}")),
     (("sk-",), re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}")),  # OpenAI, Anthropic
     (("gh",), re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}")),
     (("glpat-",), re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}")),  # GitLab

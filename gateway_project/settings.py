@@ -368,7 +368,7 @@ OAUTH2_PROVIDER = {
         "client_secret_post",
     ],
     "ACCESS_TOKEN_EXPIRE_SECONDS": GATEWAY_OAUTH_ACCESS_TOKEN_SECONDS,
-    # Prefixed tokens (gwo_, gwr_), so the activity log can recognise and redact them.
+    # Prefixed tokens (gwto_, gwtr_), so the activity log can recognise and redact them.
     "ACCESS_TOKEN_GENERATOR": "gateway_project.token_shapes.oauth_access_token_generate",
     "REFRESH_TOKEN_GENERATOR": "gateway_project.token_shapes.oauth_refresh_token_generate",
     "AUTHORIZATION_CODE_EXPIRE_SECONDS": 120,

@@ -23,8 +23,6 @@ REPLACEMENT = "\ufffd"
 # NUL and every surrogate code point; in a Python ``str`` a surrogate is always
 # "lone" as far as UTF-8 is concerned (a valid pair was decoded to one character).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-# How a NUL looks inside JSON text written by orjson or the standard library.
-_JSON_NUL = b"\\u0000"
 
 
 def text_is_storable(text: str) -> bool:
@@ -69,13 +67,6 @@ def json_storable(value: Any) -> tuple[Any, bool]:
             new_items.append(new_item)
         return (new_items, True) if changed else (value, False)
     return value, False
-
-
-def json_text_may_hold_nul(encoded: bytes) -> bool:
-    """Whether JSON text (as bytes) may encode a NUL character: a cheap pre-check (a
-    substring search) before walking the decoded value. May say yes for text that only
-    spells the escape out (an escaped backslash followed by ``u0000``)."""
-    return _JSON_NUL in encoded
 
 
 def fields_storable(values: dict[str, Any]) -> bool:

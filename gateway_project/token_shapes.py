@@ -7,11 +7,13 @@ shape cannot be told from any other text. So every credential the gateway issues
 starts with a prefix of its own:
 
 - ``gwt_``: API tokens (``oauth.services``);
-- ``gwo_``: OAuth access tokens, ``gwr_``: OAuth refresh tokens (made here, named
-  by ``ACCESS_TOKEN_GENERATOR`` / ``REFRESH_TOKEN_GENERATOR`` in the
+- ``gwto_``: OAuth access tokens, ``gwtr_``: OAuth refresh tokens (made here,
+  named by ``ACCESS_TOKEN_GENERATOR`` / ``REFRESH_TOKEN_GENERATOR`` in the
   django-oauth-toolkit settings).
 
-Each is followed by 32 random bytes, URL-safe base64 (43 characters).
+Each is followed by 32 random bytes, URL-safe base64 (43 characters). All three
+begin with ``gwt`` so that finding them costs the log one substring test, and
+only an API token begins with ``gwt_`` (which is how a bearer token's kind is told).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import secrets
 from typing import Any
 
 API_TOKEN_PREFIX = "gwt_"
-OAUTH_ACCESS_TOKEN_PREFIX = "gwo_"
-OAUTH_REFRESH_TOKEN_PREFIX = "gwr_"
+OAUTH_ACCESS_TOKEN_PREFIX = "gwto_"
+OAUTH_REFRESH_TOKEN_PREFIX = "gwtr_"
 ISSUED_TOKEN_PREFIXES = (API_TOKEN_PREFIX, OAUTH_ACCESS_TOKEN_PREFIX, OAUTH_REFRESH_TOKEN_PREFIX)
 
 

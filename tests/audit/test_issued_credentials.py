@@ -36,8 +36,8 @@ def _record(ctx, arguments, response):
 def test_oauth_tokens_are_issued_in_a_shape_the_log_recognises(authorized):  # noqa: F811
     _client, _client_id, tokens = authorized
 
-    assert tokens["access_token"].startswith("gwo_")
-    assert tokens["refresh_token"].startswith("gwr_")
+    assert tokens["access_token"].startswith("gwto_")
+    assert tokens["refresh_token"].startswith("gwtr_")
     record = _record(
         _ctx(uuid.uuid4()),
         {"note": f"my token is {tokens['access_token']}", "r": tokens["refresh_token"]},

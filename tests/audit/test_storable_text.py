@@ -76,7 +76,8 @@ def test_nul_and_lone_surrogates_anywhere_in_a_call_are_stored_replaced_and_note
     assert first.text_replaced is True
     assert first.client_software == "bad\ufffdclient 0.1"
     assert json.loads(first.arguments) == {"k\ufffdey": ["\ufffd", "fine"], "n": 1}
-    assert json.loads(first.result)["content"][0]["text"] == "a\ufffdb"
+    # A NUL alone inside JSON is its escape: storable as it is, and kept.
+    assert json.loads(first.result)["content"][0]["text"] == "a\x00b"
     assert stored["lone\ufffd"].error_message == "Unknown tool: \ufffd"
     assert stored["lone\ufffd"].text_replaced is True
     assert stored["docs__search"].text_replaced is False

@@ -9,7 +9,6 @@ import pytest
 from gateway_project.text import (
     fields_storable,
     json_storable,
-    json_text_may_hold_nul,
     text_is_storable,
     text_storable,
 )
@@ -52,8 +51,3 @@ def test_fields_storable_fixes_a_row_in_place_and_says_so():
     assert fields_storable(row) is True
     assert row == {"name": "x\ufffdy", "count": 3, "details": {"k": "\ufffd"}, "other": "fine"}
     assert fields_storable(row) is False
-
-
-def test_the_json_pre_check_finds_an_escaped_nul():
-    assert json_text_may_hold_nul(json.dumps({"a": "x\x00"}).encode())
-    assert not json_text_may_hold_nul(json.dumps({"a": "x"}).encode())
