@@ -310,10 +310,11 @@ def _nul_replace(record: Record) -> None:
     # here, in the writer, where a scan of each text costs the request path nothing.
     # (Lone surrogates never get this far: the spool's JSON encoder refuses them, and
     # ``SpoolWriter.append`` makes such a record storable.)
-    for key, value in record.items():
-        if isinstance(value, str) and "\x00" in value:
-            record[key] = value.replace("\x00", REPLACEMENT)
-            record["text_replaced"] = True
+    found = [key for key, value in record.items() if isinstance(value, str) and "\x00" in value]
+    for key in found:
+        record[key] = record[key].replace("\x00", REPLACEMENT)
+    if found:
+        record["text_replaced"] = True
 
 
 class SpoolWriter:
