@@ -889,10 +889,11 @@ def call_record(
         dumped, replaced = _payload_dumps(arguments)
         text, truncated, redacted = _clip(dumped, limit)
         record["arguments"], record["arguments_truncated"] = text, truncated
-    detail = _error_detail(ctx)
-    if detail:
-        record["error_detail"], changed = redactor.redact(detail[:4000])
-        redacted = redacted or changed
+    if getattr(ctx, "upstream_error", None) is not None:  # rare: one getattr otherwise
+        detail = _error_detail(ctx)
+        if detail:
+            record["error_detail"], changed = redactor.redact(detail[:4000])
+            redacted = redacted or changed
     if "error" in response:
         error = response["error"] if isinstance(response["error"], dict) else {}
         message_text, changed = redactor.redact(str(error.get("message", ""))[:2000])
