@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 
 from tests.audit.factories_audit import make_records
 
@@ -80,3 +80,14 @@ def test_live_two_hundred_hostile_exports_and_searches_leave_the_connections_bou
     assert _backends(name) <= before + pool
     with httpx.Client(base_url=gateway.base, headers=headers, timeout=30) as after:
         assert after.get("/api/audit-logs?limit=1").status_code == 200
+
+
+def test_no_postgres_query_may_run_for_ever(db):
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL setting")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "30s"
+        cursor.execute("SET LOCAL statement_timeout = 200")
+        with pytest.raises(OperationalError, match="statement timeout"):
+            cursor.execute("SELECT pg_sleep(5)")
