@@ -31,6 +31,7 @@ from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 from connections.selectors import credentials_missing
 from endpoints.models import Endpoint
 from endpoints.selectors import endpoint_for_resource, endpoint_member_may_use, endpoint_served
+from gateway_project.client_address import client_address
 from oauth.forms import ConsentForm
 from oauth.models import AccessDuration, Membership, OAuthApplication
 
@@ -259,7 +260,7 @@ class RegistrationView(DynamicClientRegistrationView):
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         limit = settings.GATEWAY_OAUTH_REGISTRATIONS_PER_HOUR
-        key = f"oauth-register:{request.META.get('REMOTE_ADDR', '')}"
+        key = f"oauth-register:{client_address(request)}"
         cache.add(key, 0, timeout=3600)
         try:
             count = cache.incr(key)
