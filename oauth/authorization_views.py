@@ -33,7 +33,12 @@ from endpoints.models import Endpoint
 from endpoints.selectors import endpoint_for_resource, endpoint_member_may_use, endpoint_served
 from gateway_project.client_address import client_address
 from oauth.forms import ConsentForm
-from oauth.models import AccessDuration, Membership, OAuthApplication
+from oauth.models import (
+    AccessDuration,
+    Membership,
+    OAuthApplication,
+    redirect_uri_is_loopback,
+)
 
 SCOPE = "mcp"
 ALLOWED_GRANT_TYPES = {"authorization_code", "refresh_token"}
@@ -146,7 +151,8 @@ class ConsentView(AuthorizationView):
             consent_url=self.request.get_full_path(),
             durations=durations,
             default_duration=default or durations[-1][0],
-            redirect_host=urlsplit(redirect_uri).netloc or redirect_uri,
+            redirect_origin=_origin(redirect_uri),
+            redirect_is_loopback=redirect_uri_is_loopback(redirect_uri),
         )
         return context
 
@@ -201,6 +207,13 @@ class ConsentView(AuthorizationView):
             redirect_uri=credentials["redirect_uri"],
         )
         return self.error_response(failure, application)
+
+
+def _origin(uri: str) -> str:
+    """Where a redirect URI returns to, scheme included: ``https://app.example``,
+    ``http://127.0.0.1:3030``, ``cursor://anysphere.cursor-retrieval``, ``com.example.app:``."""
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:"
 
 
 def _with_query(url: str, params: dict[str, str]) -> str:
@@ -290,7 +303,29 @@ class RegistrationView(DynamicClientRegistrationView):
                 },
                 status=400,
             )
-        return super().post(request, *args, **kwargs)
+        return _redirect_uri_error(super().post(request, *args, **kwargs))
+
+
+def _redirect_uri_error(response: HttpResponse) -> HttpResponse:
+    """RFC 7591 §3.2.2 names refused redirect URIs ``invalid_redirect_uri``; DOT
+    reports every failed model check as ``invalid_client_metadata``, describing it
+    as "<field>: <messages>", so a refusal of the redirect URIs is renamed here."""
+    if response.status_code != 400:
+        return response
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return response
+    description = str(body.get("error_description", ""))
+    if body.get("error") == "invalid_client_metadata" and description.startswith("redirect_uris: "):
+        return JsonResponse(
+            {
+                "error": "invalid_redirect_uri",
+                "error_description": description.removeprefix("redirect_uris: "),
+            },
+            status=400,
+        )
+    return response
 
 
 def _grant_types(body: bytes) -> list[Any] | None:

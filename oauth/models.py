@@ -7,8 +7,10 @@ that the authorization of AI clients can extend them with plain migrations.
 from __future__ import annotations
 
 import uuid
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from oauth2_provider.models import (
     AbstractAccessToken,
@@ -98,18 +100,70 @@ class ApiToken(models.Model):
         return self.revoked_at is None
 
 
+# A client lists the few addresses its own app returns to; one registration once
+# carried 5,000, each checked on every authorization.
+MAX_REDIRECT_URIS = 10
+MAX_REDIRECT_URI_LENGTH = 2000
+# Plain http is only for an app on the user's own computer (RFC 8252 §7.3, RFC 9700 §2.1).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def redirect_uri_is_loopback(uri: str) -> bool:
+    """Whether ``uri`` returns to this computer (127.0.0.1, [::1] or localhost)."""
+    try:
+        host = urlsplit(uri).hostname
+    except ValueError:
+        return False
+    return host is not None and host.lower() in LOOPBACK_HOSTS
+
+
+def redirect_uri_refusal(uri: str) -> str | None:
+    """Why an authorization code must not be sent to ``uri``, or None.
+
+    https anywhere; http only to a loopback host, where nothing crosses a network;
+    the private app schemes of ``GATEWAY_OAUTH_REDIRECT_SCHEMES`` (``cursor:``, ...)
+    as DOT checks them. The URI's other rules (no fragment, exact match) are DOT's.
+    """
+    if len(uri) > MAX_REDIRECT_URI_LENGTH:
+        return f"A redirect URI may have at most {MAX_REDIRECT_URI_LENGTH} characters."
+    try:
+        scheme = urlsplit(uri).scheme.lower()
+    except ValueError:
+        return f"{uri} is not a valid URI."
+    if scheme == "http" and not redirect_uri_is_loopback(uri):
+        return (
+            f"{uri} would send the authorization code over plain http to another computer: "
+            "use https (plain http is only for 127.0.0.1, [::1] and localhost)."
+        )
+    return None
+
+
 class OAuthApplication(AbstractApplication):
     """An OAuth client (an AI client such as Claude or an agent).
 
     Clients register themselves (dynamic registration, or a client ID metadata
     document); ``registration_source`` says which, and ``last_used_at`` lets a
-    periodic task delete registrations nobody ever used.
+    periodic task delete registrations nobody ever used. Every way in (DCR, its
+    RFC 7592 update, a metadata document, the admin) runs ``clean``, which holds
+    the redirect URIs to RFC 9700 before DOT's own checks.
     """
 
     last_used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(AbstractApplication.Meta):
         verbose_name = "OAuth application"
+
+    def clean(self) -> None:
+        uris = self.redirect_uris.split()
+        if len(uris) > MAX_REDIRECT_URIS:
+            # Before DOT validates each one: refusing 5,000 should cost nothing.
+            raise ValidationError(
+                {"redirect_uris": [f"Register at most {MAX_REDIRECT_URIS} redirect URIs."]}
+            )
+        problems = [problem for uri in uris if (problem := redirect_uri_refusal(uri))]
+        if problems:
+            raise ValidationError({"redirect_uris": problems})
+        super().clean()
 
 
 class AccessDuration(models.IntegerChoices):

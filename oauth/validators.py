@@ -10,7 +10,8 @@ valid. What it adds to DOT's validator:
 - no access token outlives its authorization, and a refresh token stops working
   when its authorization has expired or was revoked, so the client must ask the
   user again;
-- a token request must concern exactly the endpoint the code was issued for.
+- a token request must concern exactly the endpoint the code was issued for;
+- codes go only to redirect URIs that are https, loopback http or an app scheme.
 """
 
 from __future__ import annotations
@@ -28,11 +29,29 @@ from oauth.models import (
     OAuthAuthorization,
     OAuthGrant,
     OAuthRefreshToken,
+    redirect_uri_refusal,
 )
 
 
 class GatewayOAuth2Validator(OAuth2Validator):
     """DOT's validator with authorizations bound to one endpoint for a chosen duration."""
+
+    # A client registered before the redirect rules of ``OAuthApplication.clean`` may
+    # still list a plain-http remote URI: no code is ever sent there.
+    def validate_redirect_uri(
+        self, client_id: str, redirect_uri: str, request: Any, *args: Any, **kwargs: Any
+    ) -> bool:
+        if redirect_uri_refusal(redirect_uri) is not None:
+            return False
+        return bool(
+            super().validate_redirect_uri(client_id, redirect_uri, request, *args, **kwargs)
+        )
+
+    def get_default_redirect_uri(
+        self, client_id: str, request: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        uri = super().get_default_redirect_uri(client_id, request, *args, **kwargs)
+        return None if uri and redirect_uri_refusal(uri) is not None else uri
 
     def _create_authorization_code(self, request: Any, code: Any, expires: Any = None) -> Any:
         grant = super()._create_authorization_code(request, code, expires)

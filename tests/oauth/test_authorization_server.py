@@ -608,3 +608,102 @@ def test_the_activity_log_knows_who_holds_an_expired_oauth_token(authorized, adm
     assert who is not None
     assert (who.user_id, who.token_kind, who.client_name) == (admin.user.pk, "oauth", "Test agent")
     assert who.revoked is True
+
+
+# --- redirect URIs at authorization (RFC 9700) ----------------------------------------------
+
+
+def _legacy_client(uri: str) -> OAuthApplication:
+    """A client stored before the redirect rules existed (``save`` skips ``clean``)."""
+    return OAuthApplication.objects.create(
+        name="Old agent",
+        client_type="public",
+        authorization_grant_type="authorization-code",
+        redirect_uris=uri,
+        registration_source="dcr",
+    )
+
+
+@pytest.mark.django_db
+def test_no_code_goes_to_a_plain_http_remote_redirect_registered_earlier(client, admin, endpoint):
+    application = _legacy_client("http://app.example.com/cb")
+    client.force_login(admin.user)
+    params = authorize_params(
+        application.client_id, pkce(), endpoint.url, redirect_uri="http://app.example.com/cb"
+    )
+    response = client.get("/o/authorize/", params)
+    assert response.status_code == 400
+    assert "cannot be used" in response.content.decode()
+    # Without redirect_uri the registered one would be the default: refused the same way.
+    params.pop("redirect_uri")
+    response = client.get("/o/authorize/", params)
+    assert response.status_code == 400
+    assert "cannot be used" in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("uri", "shown", "loopback"),
+    [
+        ("https://app.example.com/cb", "https://app.example.com", False),
+        ("https://127.0.0.1.example.com/cb", "https://127.0.0.1.example.com", False),
+        ("http://127.0.0.1:3030/callback", "http://127.0.0.1:3030", True),
+        ("cursor://anysphere.cursor-retrieval/cb", "cursor://anysphere.cursor-retrieval", False),
+    ],
+)
+def test_the_consent_page_shows_where_the_code_goes_with_its_scheme(
+    client, admin, endpoint, uri, shown, loopback
+):
+    client_id = register(client, redirect_uris=[uri])
+    client.force_login(admin.user)
+    page = client.get(
+        "/o/authorize/", authorize_params(client_id, pkce(), endpoint.url, redirect_uri=uri)
+    )
+    assert page.status_code == 200, page.content
+    html = page.content.decode()
+    assert f'<code class="redirect-origin">{shown}</code>' in html
+    assert ("(an app on this computer)" in html) is loopback
+
+
+class DocumentFetcher:
+    """Stands in for the network part of DOT's fetcher only: the document comes from
+    here, and DOT validates and stores it as it would a fetched one."""
+
+    documents: dict[str, dict] = {}
+
+    def fetch(self, client_id: str) -> tuple[dict, int]:
+        return self.documents[client_id], 300
+
+
+@pytest.fixture
+def metadata_documents(settings):
+    settings.OAUTH2_PROVIDER = {
+        **settings.OAUTH2_PROVIDER,
+        "CIMD_METADATA_FETCHER": f"{__name__}.DocumentFetcher",
+    }
+    DocumentFetcher.documents = {}
+    yield DocumentFetcher.documents
+    DocumentFetcher.documents = {}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("redirect", "accepted"),
+    [("https://agent.example.com/cb", True), ("http://agent.example.com/cb", False)],
+)
+def test_a_client_metadata_document_follows_the_same_redirect_rules(
+    client, admin, endpoint, metadata_documents, redirect, accepted
+):
+    client_id = "https://agent.example.com/client.json"
+    metadata_documents[client_id] = {
+        "client_id": client_id,
+        "client_name": "Doc agent",
+        "redirect_uris": [redirect],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_method": "none",
+    }
+    client.force_login(admin.user)
+    params = authorize_params(client_id, pkce(), endpoint.url, redirect_uri=redirect)
+    response = client.get("/o/authorize/", params)
+    assert (response.status_code == 200) is accepted, response.content
+    assert OAuthApplication.objects.filter(client_id=client_id).exists() is accepted

@@ -119,3 +119,88 @@ def test_forwarded_headers_do_not_lift_the_limit_on_the_live_server(gateway_as_m
         ]
     assert [r.status_code for r in after] == [429] * 40
     assert OAuthApplication.objects.count() == 3
+
+
+# --- redirect URIs (RFC 9700) -----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://app.example.com/oauth/callback",
+        "http://127.0.0.1:3030/callback",
+        "http://[::1]:3030/callback",
+        "http://localhost:6274/oauth/callback",
+        "cursor://anysphere.cursor-retrieval/oauth/callback",
+        "vscode://vscode.github-authentication/did-authenticate",
+    ],
+)
+def test_it_registers_https_loopback_http_and_app_scheme_redirects(client, uri):
+    response = _post(client, _registration(redirect_uris=[uri]))
+    assert response.status_code == 201, response.content
+    assert response.json()["redirect_uris"] == [uri]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://app.example.com/callback",
+        "http://127.0.0.1.nip.example/callback",
+        "http://10.0.0.5:3030/callback",
+        "HTTP://client.example/callback",
+    ],
+)
+def test_it_refuses_plain_http_redirects_to_remote_hosts(client, uri):
+    response = _post(client, _registration(redirect_uris=[REDIRECT, uri]))
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "invalid_redirect_uri"
+    assert "https" in body["error_description"]
+    assert not OAuthApplication.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_scheme_that_is_not_allowed(client):
+    response = _post(client, _registration(redirect_uris=["javascript://alert(1)/x"]))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_redirect_uri"
+
+
+@pytest.mark.django_db
+def test_it_caps_the_number_of_redirect_uris(client):
+    ten = [f"http://127.0.0.1:{3000 + n}/cb" for n in range(10)]
+    assert _post(client, _registration(redirect_uris=ten)).status_code == 201
+    many = [f"https://app.example.com/cb{n}" for n in range(5000)]
+    response = _post(client, _registration(redirect_uris=many))
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_redirect_uri",
+        "error_description": "Register at most 10 redirect URIs.",
+    }
+    assert _post(client, _registration(redirect_uris=[*ten, REDIRECT])).status_code == 400
+    assert OAuthApplication.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_it_caps_the_length_of_a_redirect_uri(client):
+    long_uri = "https://app.example.com/" + "a" * 2000
+    response = _post(client, _registration(redirect_uris=[long_uri]))
+    assert response.status_code == 400
+    assert "at most 2000 characters" in response.json()["error_description"]
+
+
+@pytest.mark.django_db
+def test_a_registration_update_keeps_the_same_rules(client):
+    created = _post(client, _registration()).json()
+    response = client.put(
+        f"/o/register/{created['client_id']}/",
+        _registration(redirect_uris=["http://app.example.com/cb"]),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {created['registration_access_token']}",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_client_metadata"
+    application = OAuthApplication.objects.get(client_id=created["client_id"])
+    assert application.redirect_uris == REDIRECT
