@@ -6,6 +6,7 @@ that the authorization of AI clients can extend them with plain migrations.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from urllib.parse import urlsplit
 
@@ -108,6 +109,11 @@ MAX_REDIRECT_URI_LENGTH = 2000
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
+def authorization_code_digest(code: str) -> str:
+    """What is kept of an authorization code once it is exchanged."""
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
 def redirect_uri_is_loopback(uri: str) -> bool:
     """Whether ``uri`` returns to this computer (127.0.0.1, [::1] or localhost)."""
     try:
@@ -197,6 +203,9 @@ class OAuthAuthorization(models.Model):  # type: ignore[django-manager-missing]
     resource = models.URLField(max_length=500)
     scope = models.TextField(blank=True)
     client_name = models.CharField(max_length=255, blank=True)
+    # SHA-256 of the authorization code it came from: a replayed code finds it and
+    # revokes it, also after the code itself was deleted.
+    code_digest = models.CharField(max_length=64, blank=True, db_index=True)
     granted_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -216,12 +225,15 @@ class OAuthGrant(AbstractGrant):
 
     It carries what the user chose on the consent page: the endpoint and the
     access duration, which become an ``OAuthAuthorization`` at the exchange.
+    ``consumed_at`` is set by the first exchange attempt, successful or not: a
+    code gets one attempt (a wrong PKCE verifier burns it).
     """
 
     endpoint = models.ForeignKey(
         "endpoints.Endpoint", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
     access_seconds = models.PositiveIntegerField(null=True, blank=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(AbstractGrant.Meta):
         verbose_name = "OAuth grant"
