@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import httpx
 import pytest
@@ -26,8 +27,8 @@ def _registration(**metadata) -> str:
     )
 
 
-def _post(client: Client, body: str, **headers: str):
-    return client.post("/o/register/", body, content_type="application/json", **headers)
+def _post(client: Client, body: str, **meta: Any):
+    return client.post("/o/register/", body, content_type="application/json", **meta)
 
 
 # --- the limit per address -------------------------------------------------------------------
