@@ -265,7 +265,8 @@ def _endpoint_of_request(request: HttpRequest, slug: str | None) -> tuple[Endpoi
 
 @method_decorator(csrf_exempt, name="dispatch")
 class RegistrationView(DynamicClientRegistrationView):
-    """RFC 7591 registration, open to MCP clients but rate-limited per address.
+    """RFC 7591 registration, open to MCP clients but rate-limited per client address
+    (``client_address``: the TCP peer, or the client a trusted proxy forwarded).
 
     Only the authorization code grant (with refresh) can be registered: that is
     the only flow the gateway's authorizations support.

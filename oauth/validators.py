@@ -61,7 +61,7 @@ class GatewayOAuth2Validator(OAuth2Validator):
     # oauthlib checks the code, then PKCE, then the redirect URI. The code is claimed
     # (a conditional UPDATE that must change one row) before any of that, so only
     # the first attempt can succeed: a wrong verifier burns the code, and a code
-    # presented again revokes what it issued (RFC 6749 §4.1.2, RFC 9700 §4.5).
+    # presented again revokes what it issued (RFC 6749 §4.1.2).
 
     def validate_code(
         self, client_id: str, code: str, client: Any, request: Any, *args: Any, **kwargs: Any
