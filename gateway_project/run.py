@@ -84,26 +84,23 @@ def _prepare() -> None:
         call_command("load_demo")
 
 
+def daphne_command(*, python: str, bind: str, port: int) -> list[str]:
+    """The web server's command line.
+
+    Without ``--proxy-headers``: daphne would take the first ``X-Forwarded-For``
+    entry from any peer as the client's address, so one client could pass for
+    many. ``gateway_project.client_address`` reads it from trusted proxies only.
+    """
+    return [python, "-m", "daphne", "-b", bind, "-p", str(port), "gateway_project.asgi:application"]
+
+
 def _commands() -> list[tuple[str, list[str]]]:
     from django.conf import settings
 
     python = sys.executable
     bind = os.environ.get("GATEWAY_BIND", "127.0.0.1")
     commands = [
-        (
-            "web",
-            [
-                python,
-                "-m",
-                "daphne",
-                "-b",
-                bind,
-                "-p",
-                str(settings.PORT),
-                "--proxy-headers",
-                "gateway_project.asgi:application",
-            ],
-        ),
+        ("web", daphne_command(python=python, bind=bind, port=settings.PORT)),
         # Stores the activity log's spool, so daphne spends no time on database inserts.
         (
             "audit-writer",

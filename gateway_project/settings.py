@@ -20,6 +20,7 @@ import django_stubs_ext
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from gateway_project.client_address import trusted_proxy_networks
 from gateway_project.env import env_bool, env_int, env_list, env_str, env_url
 
 # Lets generic classes such as ModelAdmin[Model] be subscripted at run time.
@@ -93,6 +94,13 @@ if not ALLOWED_HOSTS:
 CSRF_TRUSTED_ORIGINS = env_list(
     "GATEWAY_CSRF_TRUSTED_ORIGINS", [f"{_public.scheme}://{_public.netloc}"]
 )
+# Proxies whose X-Forwarded-For is believed (addresses or CIDR ranges, none by
+# default): without one, rate limits and records use the TCP peer's address.
+GATEWAY_TRUSTED_PROXIES = env_list("GATEWAY_TRUSTED_PROXIES")
+try:
+    trusted_proxy_networks(GATEWAY_TRUSTED_PROXIES, name="GATEWAY_TRUSTED_PROXIES")
+except ValueError as _error:
+    raise ImproperlyConfigured(str(_error)) from None
 if env_bool("GATEWAY_TRUST_X_FORWARDED_PROTO", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if _public.scheme == "https":
@@ -268,8 +276,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "gateway_project.throttling.AnonRateThrottle",
+        "gateway_project.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_str("GATEWAY_API_ANON_RATE", "60/minute"),
