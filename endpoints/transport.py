@@ -960,16 +960,20 @@ class _HeldResponse:
         self._send, self._headers = send, headers
         self._streaming = False
         self._closed = False
-        # Orders the writes: an upstream client may deliver notifications from
-        # tasks of its own, concurrently with the answer.
-        self._lock = asyncio.Lock()
+        # Orders the writes once streaming: an upstream client may deliver
+        # notifications from tasks of its own, concurrently with the answer.
+        # Made by the first notification, so a JSON answer costs none.
+        self._lock: asyncio.Lock | None = None
 
     async def notify(self, notification: dict[str, Any]) -> None:
         if self._closed:
             return
         # Decided before any await, so the answer (or a concurrent notification)
         # sees the switch to SSE and queues behind the response start.
-        first, self._streaming = not self._streaming, True
+        first = not self._streaming
+        if first:
+            self._streaming, self._lock = True, asyncio.Lock()
+        assert self._lock is not None
         async with self._lock:
             if self._closed:
                 return
@@ -994,6 +998,7 @@ class _HeldResponse:
             self._closed = True
             await _json(self._send, status, response, self._headers)
             return
+        assert self._lock is not None
         async with self._lock:
             self._closed = True
             body = sse_event(_dumps(response))

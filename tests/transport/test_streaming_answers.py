@@ -394,50 +394,73 @@ def test_a_legacy_sse_client_gets_list_changed_after_a_toggle(live_gateway, admi
     assert after == {"sized__sized", "sized__sized_after_progress"}
 
 
+async def legacy_call_across(held_by, served_by, slug: str, token: str, message: dict) -> list:
+    """Open a legacy SSE stream on one instance, POST ``message`` to the other, and
+    return every message the stream carried up to the answer."""
+    auth = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        http.stream(
+            "GET",
+            held_by.endpoint_url(slug) + "/sse",
+            headers={**auth, "Accept": "text/event-stream"},
+        ) as stream,
+    ):
+        assert stream.status_code == 200
+        lines = stream.aiter_lines()
+        endpoint = None
+        async for line in lines:
+            if line.startswith("data:"):
+                endpoint = line[5:].strip()
+                break
+        assert endpoint is not None and endpoint.startswith("/mcp/")
+        # The POST goes to the other instance: no sticky routing.
+        posted = await http.post(served_by.base + endpoint, headers=auth, json=message)
+        assert posted.status_code == 202
+        messages = []
+        async with asyncio.timeout(30):
+            async for line in lines:
+                if line.startswith("data:"):
+                    messages.append(json.loads(line[5:]))
+                    if "id" in messages[-1]:
+                        break
+        return messages
+
+
 @needs_redis
 def test_progress_of_a_legacy_call_served_by_another_instance_reaches_the_stream(
     live_gateway, admin, everything
 ):
-    served = everything
     a, b = live_gateway(GATEWAY_ALLOW_STDIO="true"), live_gateway(GATEWAY_ALLOW_STDIO="true")
-    auth = {"Authorization": f"Bearer {admin.token}"}
+    message = call(9, LONG_RUN, {"duration": 0.3, "steps": 3}, token="odd")
 
-    async def scenario():
-        async with (
-            httpx.AsyncClient(timeout=30) as http,
-            http.stream(
-                "GET",
-                a.endpoint_url(served.slug) + "/sse",
-                headers={**auth, "Accept": "text/event-stream"},
-            ) as stream,
-        ):
-            assert stream.status_code == 200
-            lines = stream.aiter_lines()
-            endpoint = None
-            async for line in lines:
-                if line.startswith("data:"):
-                    endpoint = line[5:].strip()
-                    break
-            assert endpoint is not None and endpoint.startswith("/mcp/")
-            # The POST goes to the other instance: no sticky routing.
-            posted = await http.post(
-                b.base + endpoint,
-                headers=auth,
-                json=call(9, LONG_RUN, {"duration": 0.3, "steps": 3}, token="odd"),
-            )
-            assert posted.status_code == 202
-            messages = []
-            async with asyncio.timeout(20):
-                async for line in lines:
-                    if line.startswith("data:"):
-                        messages.append(json.loads(line[5:]))
-                        if "id" in messages[-1]:
-                            break
-            return messages
+    messages = asyncio.run(legacy_call_across(a, b, everything.slug, admin.token, message))
 
-    messages = asyncio.run(scenario())
     assert [m.get("method") for m in messages] == ["notifications/progress"] * 3 + [None]
     assert [m["params"]["progressToken"] for m in messages[:3]] == ["odd"] * 3
     assert [m["params"]["progress"] for m in messages[:3]] == [1, 2, 3]
     assert messages[3]["id"] == 9
     assert "Long running operation completed" in messages[3]["result"]["content"][0]["text"]
+
+
+@needs_redis
+def test_a_burst_of_progress_across_instances_keeps_its_order_and_never_loses_the_answer(
+    live_gateway, admin, sized_url
+):
+    # Hundreds of notifications through the channel layer (a channel holds 100): any
+    # that cannot fit are dropped, the rest arrive in order, and the answer arrives.
+    served = serve_sized(admin, sized_url(json_response=False), ["sized_after_progress"])
+    a, b = live_gateway(), live_gateway()
+    message = call(11, "sized__sized_after_progress", {"size": 3, "steps": 400}, token=5)
+
+    messages = asyncio.run(legacy_call_across(a, b, served.slug, admin.token, message))
+
+    progress = [m["params"]["progress"] for m in messages[:-1]]
+    assert all(m["method"] == "notifications/progress" for m in messages[:-1])
+    assert {m["params"]["progressToken"] for m in messages[:-1]} == {5}
+    assert progress == sorted(set(progress)) and 0 < len(progress) <= 400
+    assert messages[-1] == {
+        "jsonrpc": "2.0",
+        "id": 11,
+        "result": {"content": [{"type": "text", "text": "xxx"}], "isError": False},
+    }
