@@ -464,3 +464,92 @@ def test_a_burst_of_progress_across_instances_keeps_its_order_and_never_loses_th
         "id": 11,
         "result": {"content": [{"type": "text", "text": "xxx"}], "isError": False},
     }
+
+
+# --- the pieces, in process ---------------------------------------------------------------
+
+
+def test_sse_events_carry_utf8_json_and_split_every_line_end():
+    from endpoints.mcp.sse import sse_event
+
+    # Not ASCII-escaped: clients cap one event in bytes, and \uXXXX would triple this.
+    assert sse_event({"text": "日本"}) == '{"text":"日本"}'.join(["data: ", "\n\n"]).encode()
+    assert sse_event(b'{"a":1}', event="message") == b'event: message\ndata: {"a":1}\n\n'
+    # CR, LF and CRLF all end a line in an event stream: each becomes a data line.
+    assert (
+        sse_event("a\rb\r\nc\nd", event_id="7") == b"id: 7\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+    )
+
+
+def test_a_held_response_streams_notifications_in_order_and_drops_late_ones():
+    from endpoints.transport import _HeldResponse
+
+    async def scenario(notify_first: bool):
+        sent = []
+
+        async def send(message):
+            await asyncio.sleep(0)  # a real server may yield on every write
+            sent.append(message)
+
+        held = _HeldResponse(send, [(b"mcp-session-id", b"s")])
+        answer = {"jsonrpc": "2.0", "id": 1, "result": {}}
+        if notify_first:
+            # Notifications from tasks of their own, racing with the answer.
+            tasks = [
+                asyncio.create_task(held.notify({"method": "p", "params": {"n": n}}))
+                for n in (1, 2, 3)
+            ]
+            await asyncio.sleep(0)
+            await held.answer(answer, 200)
+            await asyncio.gather(*tasks)
+        else:
+            await held.answer(answer, 200)
+        await held.notify({"method": "p", "params": {"n": 4}})  # too late: dropped
+        return sent
+
+    streamed = asyncio.run(scenario(notify_first=True))
+    assert streamed[0]["type"] == "http.response.start"
+    assert (b"content-type", b"text/event-stream") in streamed[0]["headers"]
+    assert (b"mcp-session-id", b"s") in streamed[0]["headers"]
+    assert [m["body"] for m in streamed[1:]] == [
+        b'data: {"method":"p","params":{"n":1}}\n\n',
+        b'data: {"method":"p","params":{"n":2}}\n\n',
+        b'data: {"method":"p","params":{"n":3}}\n\n',
+        b'data: {"jsonrpc":"2.0","id":1,"result":{}}\n\n',
+    ]
+    assert streamed[-1]["more_body"] is False
+
+    answered = asyncio.run(scenario(notify_first=False))
+    assert len(answered) == 2
+    assert (b"content-type", b"application/json") in answered[0]["headers"]
+    assert answered[1]["body"] == b'{"jsonrpc":"2.0","id":1,"result":{}}'
+
+
+def test_a_full_channel_drops_a_legacy_notification_but_not_the_answer():
+    from channels.exceptions import ChannelFull
+
+    from endpoints.transport import _StreamRelay
+
+    class FullForAWhile:
+        """A hub whose channel to the stream's holder refuses the next ``full`` sends."""
+
+        def __init__(self, full: int) -> None:
+            self.full = full
+            self.delivered: list[tuple[str, str, dict]] = []
+
+        async def deliver(self, channel, stream, message):
+            if self.full:
+                self.full -= 1
+                raise ChannelFull()
+            self.delivered.append((channel, stream, message))
+
+    async def scenario():
+        hub = FullForAWhile(full=3)
+        relay = _StreamRelay(hub, "mcp.hub.other!x", "stream-1")
+        await relay.notify({"method": "notifications/progress", "params": {"progress": 1}})
+        await relay.answer({"jsonrpc": "2.0", "id": 1, "result": {}})
+        await relay.notify({"method": "notifications/progress", "params": {"progress": 2}})
+        return hub.delivered
+
+    delivered = asyncio.run(scenario())
+    assert delivered == [("mcp.hub.other!x", "stream-1", {"jsonrpc": "2.0", "id": 1, "result": {}})]
