@@ -36,6 +36,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core import signing
@@ -942,6 +943,68 @@ def _param_header_schemas(view: ServedView) -> dict[str, Any]:
     return schemas
 
 
+class _HeldResponse:
+    """The response to one POST: JSON, unless a notification must reach the client first.
+
+    The response start is held until the answer or the call's first notification
+    (progress, an upstream's log) arrives, so a call that produces none is answered
+    in JSON even when the client sent a progress token: clients cap the size of one
+    SSE event (the Python SDK at 1 MiB), and some send a token on every call. The
+    first notification switches the response to SSE; the answer is then its last
+    event. A notification that comes after the answer is dropped.
+    """
+
+    __slots__ = ("_closed", "_headers", "_lock", "_send", "_streaming")
+
+    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+        self._send, self._headers = send, headers
+        self._streaming = False
+        self._closed = False
+        # Orders the writes once streaming: an upstream client may deliver
+        # notifications from tasks of its own, concurrently with the answer.
+        # Made by the first notification, so a JSON answer costs none.
+        self._lock: asyncio.Lock | None = None
+
+    async def notify(self, notification: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        # Decided before any await, so the answer (or a concurrent notification)
+        # sees the switch to SSE and queues behind the response start.
+        first = not self._streaming
+        if first:
+            self._streaming, self._lock = True, asyncio.Lock()
+        assert self._lock is not None
+        async with self._lock:
+            if self._closed:
+                return
+            if first:
+                await self._send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [*_SSE_HEADERS, *self._headers],
+                    }
+                )
+            await self._send(
+                {
+                    "type": "http.response.body",
+                    "body": sse_event(_dumps(notification)),
+                    "more_body": True,
+                }
+            )
+
+    async def answer(self, response: dict[str, Any], status: int) -> None:
+        if not self._streaming:
+            self._closed = True
+            await _json(self._send, status, response, self._headers)
+            return
+        assert self._lock is not None
+        async with self._lock:
+            self._closed = True
+            body = sse_event(_dumps(response))
+            await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 async def _answer(
     the_hub: Hub,
     request: Request,
@@ -950,31 +1013,19 @@ async def _answer(
     message: dict[str, Any],
     headers: list[tuple[bytes, bytes]],
 ) -> None:
-    """Run one request; answer JSON, or SSE when progress must reach the client first."""
+    """Run one request; answer JSON, or SSE once a notification must reach the client first."""
     if message["method"] in COUNTED_METHODS and isinstance(ctx.principal, Principal):
         the_hub.note_use(ctx.principal)
-    params = message.get("params")
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    wants_progress = (
-        message["method"] == "tools/call"
-        and isinstance(meta, dict)
-        and "progressToken" in meta
-        and "text/event-stream" in request.headers.get("accept", "")
-    )
-    if not wants_progress:
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        # A client that cannot read SSE is never streamed to (no notify: the
+        # upstream is not asked for progress it could not deliver).
         response, status = await audit_recorder.engine_handle(the_hub.engine, ctx, message, request)
         await _json(send, status, response, headers)
         return
-    await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
-
-    async def notify(notification: dict[str, Any]) -> None:
-        await send(
-            {"type": "http.response.body", "body": sse_event(notification), "more_body": True}
-        )
-
-    ctx.notify = notify
-    response, _status = await audit_recorder.engine_handle(the_hub.engine, ctx, message, request)
-    await send({"type": "http.response.body", "body": sse_event(response), "more_body": False})
+    held = _HeldResponse(send, headers)
+    ctx.notify = held.notify
+    response, status = await audit_recorder.engine_handle(the_hub.engine, ctx, message, request)
+    await held.answer(response, status)
 
 
 async def _pump(
@@ -1135,7 +1186,7 @@ async def _legacy_sse_stream(
         receive,
         send,
         [sse_event(messages_url, event="endpoint")],
-        lambda item: sse_event(item, event="message"),
+        lambda item: sse_event(_dumps(item), event="message"),
     )
 
 
@@ -1173,10 +1224,57 @@ async def _legacy_message(
         params = message.get("params") or {}
         requested = params.get("protocolVersion") if isinstance(params, dict) else None
         version = requested if requested in jsonrpc.HANDSHAKE_VERSIONS else "2024-11-05"
+    relay = _StreamRelay(the_hub, session.channel, session.stream)
     ctx = CallContext(
-        view=loaded.view, protocol_version=version, principal=principal, session_id=session_id
+        view=loaded.view,
+        protocol_version=version,
+        principal=principal,
+        session_id=session_id,
+        notify=relay.notify,
     )
     if message["method"] in COUNTED_METHODS:
         the_hub.note_use(principal)
     response, _status = await audit_recorder.engine_handle(the_hub.engine, ctx, message, request)
-    await the_hub.deliver(session.channel, session.stream, response)
+    await relay.answer(response)
+
+
+class _StreamRelay:
+    """A legacy SSE call's notifications, then its answer, to the session's stream.
+
+    The stream may be held by another instance: everything goes the way the answer
+    goes (``Hub.deliver``), in order, and nothing after the answer.
+    """
+
+    __slots__ = ("_answered", "_channel", "_hub", "_lock", "_stream")
+
+    def __init__(self, the_hub: Hub, channel: str, stream: str) -> None:
+        self._hub, self._channel, self._stream = the_hub, channel, stream
+        self._answered = False
+        # One delivery at a time: two sends through the channel layer in flight at
+        # once may arrive in either order.
+        self._lock = asyncio.Lock()
+
+    async def notify(self, notification: dict[str, Any]) -> None:
+        if self._answered:
+            return
+        async with self._lock:
+            if self._answered:
+                return
+            try:
+                await self._hub.deliver(self._channel, self._stream, notification)
+            except ChannelFull:
+                # The holder is not keeping up: drop this notification, not the call.
+                logger.info("MCP legacy stream: a notification was dropped (channel full)")
+
+    async def answer(self, response: dict[str, Any]) -> None:
+        async with self._lock:
+            self._answered = True
+            # A burst of notifications may have filled the channel: the answer
+            # waits for room (the holder drains it continuously) rather than being lost.
+            for delay in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2):
+                try:
+                    await self._hub.deliver(self._channel, self._stream, response)
+                    return
+                except ChannelFull:
+                    await asyncio.sleep(delay)
+            await self._hub.deliver(self._channel, self._stream, response)
