@@ -1,4 +1,4 @@
-"""Last-resort error answers for the REST API."""
+"""Last-resort error answers, and the strict reading of JSON bodies, for Django's side."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from gateway_project import strictjson
+from gateway_project.api_errors import is_machine_path, oauth_error_code
+
 logger = logging.getLogger("gateway.api")
 
 
 class ApiErrorMiddleware:
-    """An unexpected exception under /api/ answers 500 ``{"error": ...}``, never a traceback.
+    """An unexpected exception on a path machines call (the API, MCP, OAuth) answers
+    500 ``{"error": ...}``, never a traceback page.
 
     The exception is logged with its type and place, but not the request body,
     which may hold credentials.
@@ -24,10 +28,45 @@ class ApiErrorMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not request.path.startswith("/api/"):
+        if not is_machine_path(request.path):
             return None
         logger.exception("Unhandled error on %s %s", request.method, request.path)
         return JsonResponse(
             {"error": "Something went wrong on the gateway; the error has been logged."},
             status=500,
         )
+
+
+class StrictJsonBodyMiddleware:
+    """A JSON body outside the REST API is parsed once with the gateway's strict parser
+    before any view sees it, and refused with 400 when it is not acceptable.
+
+    The OAuth views (registration and its management, which django-oauth-toolkit
+    parses with the standard library) would otherwise meet lone surrogates, or a body
+    nested thousands deep that ends in ``RecursionError``. The REST API is left to its
+    DRF parser, which uses the same strict parser and answers in the API's shape.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if (
+            request.method in ("POST", "PUT", "PATCH", "DELETE")
+            and not request.path.startswith("/api/")
+            and "json" in (request.content_type or "")
+        ):
+            body = request.body
+            if body:
+                try:
+                    strictjson.loads(body)
+                except strictjson.JsonRefused as refused:
+                    return _refused(request, f"The request body is not acceptable JSON: {refused}.")
+        return self.get_response(request)
+
+
+def _refused(request: HttpRequest, message: str) -> JsonResponse:
+    code = oauth_error_code(request.path)
+    if code is not None:  # RFC 6749 / RFC 7591 error shape, which also has "error"
+        return JsonResponse({"error": code, "error_description": message}, status=400)
+    return JsonResponse({"error": message}, status=400)

@@ -9,7 +9,6 @@ live in ``oauth.validators``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -31,6 +30,7 @@ from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 from connections.selectors import credentials_missing
 from endpoints.models import Endpoint
 from endpoints.selectors import endpoint_for_resource, endpoint_member_may_use, endpoint_served
+from gateway_project import strictjson
 from oauth.forms import ConsentForm
 from oauth.models import AccessDuration, Membership, OAuthApplication
 
@@ -294,7 +294,7 @@ class RegistrationView(DynamicClientRegistrationView):
 
 def _grant_types(body: bytes) -> list[Any] | None:
     try:
-        data = json.loads(body)
+        data = strictjson.loads(body)  # StrictJsonBodyMiddleware refused what this refuses
     except ValueError:
         return None  # DOT answers malformed JSON itself
     grant_types = data.get("grant_types") if isinstance(data, dict) else None
