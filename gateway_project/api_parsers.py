@@ -23,6 +23,6 @@ class StrictJSONParser(JSONParser):
         parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
         try:
-            return strictjson.loads(stream.read())
+            return strictjson.loads(stream.read(), exact_integers=True)
         except strictjson.JsonRefused as refused:
             raise ParseError(f"JSON parse error - {refused}") from None

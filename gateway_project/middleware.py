@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 
 from gateway_project import strictjson
 from gateway_project.api_errors import is_machine_path, oauth_error_code
 
 logger = logging.getLogger("gateway.api")
+
+# The caller's mistakes, which Django turns into 400/403/404 (api_errors' handlers).
+_CLIENT_ERRORS = (Http404, PermissionDenied, MultiPartParserError, BadRequest, SuspiciousOperation)
 
 
 class ApiErrorMiddleware:
@@ -28,8 +33,8 @@ class ApiErrorMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not is_machine_path(request.path):
-            return None
+        if not is_machine_path(request.path) or isinstance(exception, _CLIENT_ERRORS):
+            return None  # Django answers these itself, through urls.py's handlers
         logger.exception("Unhandled error on %s %s", request.method, request.path)
         return JsonResponse(
             {"error": "Something went wrong on the gateway; the error has been logged."},

@@ -15,6 +15,8 @@ brackets in total cannot nest deeper, and only bigger ones are walked (iterative
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Final
 
 import orjson
@@ -22,6 +24,7 @@ import orjson
 # Deep enough for any tool argument or schema a person writes; shallow enough that
 # every recursive walk of a parsed body stays far from Python's recursion limit.
 MAX_DEPTH: Final = 64
+_LONG_INTEGER: Final = re.compile(r"\d{19}")  # 2**63 has 19 digits
 
 
 class JsonRefused(ValueError):
@@ -37,8 +40,13 @@ class JsonRefused(ValueError):
         self.too_deep = too_deep
 
 
-def loads(data: bytes | bytearray | memoryview | str) -> Any:
-    """Parse untrusted JSON; raises ``JsonRefused`` (a ``ValueError``) with a clear reason."""
+def loads(data: bytes | bytearray | memoryview | str, *, exact_integers: bool = False) -> Any:
+    """Parse untrusted JSON; raises ``JsonRefused`` (a ``ValueError``) with a clear reason.
+
+    orjson reads integers beyond 64 bits as floats. With ``exact_integers`` a body
+    that may hold one is parsed again by the standard library, which keeps them exact
+    (safe once orjson and the depth check accepted it); the MCP hot path relays as before.
+    """
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -52,6 +60,10 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
         brackets = bytes(data).count(b"[") + bytes(data).count(b"{")
     if brackets > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
         raise JsonRefused(_too_deep(), too_deep=True)
+    if exact_integers:
+        text = data if isinstance(data, str) else bytes(data).decode()
+        if _LONG_INTEGER.search(text):
+            return json.loads(text)
     return value
 
 
