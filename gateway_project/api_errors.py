@@ -24,9 +24,30 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 
+class ErrorSerializer(serializers.Serializer[Any]):
+    """The error body of every API answer (one "Error" component in the schema)."""
+
+    error = serializers.CharField()
+    details = serializers.DictField(required=False)
+
+
 class StrictInputSerializer(serializers.Serializer[Any]):
     """An input body whose unknown fields are errors (400, named in ``details``),
-    so a misspelt field is never silently ignored."""
+    so a misspelt field is never silently ignored, and whose values must have the
+    JSON type the field declares: DRF would otherwise read ``"slug": 0`` as ``"0"``,
+    ``"piiFilter": 0`` as false and ``"memberIds": ["7"]`` as ``[7]``, none of which
+    the schema allows."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            errors = {
+                name: error
+                for name, field in self.fields.items()
+                if name in data and (error := _type_error(field, data[name])) is not None
+            }
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = (
@@ -37,6 +58,46 @@ class StrictInputSerializer(serializers.Serializer[Any]):
         if unknown:
             raise serializers.ValidationError({field: ["Unknown field."] for field in unknown})
         return attrs
+
+
+def _type_error(field: serializers.Field[Any, Any, Any, Any], value: Any) -> Any:
+    """DRF-style error details when ``value`` is not of the JSON type ``field`` declares,
+    else None (null and the field's own rules are left to the field)."""
+    if value is None or field.read_only:
+        return None
+    # DRF's own wording for a value of the wrong type, where it has one.
+    invalid = [str(field.error_messages.get("invalid", "Not a valid value."))]
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(field, serializers.BooleanField):
+        return None if isinstance(value, bool) else invalid
+    if isinstance(field, serializers.IntegerField):
+        return None if whole else invalid
+    if isinstance(field, (serializers.FloatField, serializers.DecimalField)):
+        return None if whole or isinstance(value, float) else invalid
+    if isinstance(field, serializers.CharField):
+        return None if isinstance(value, str) else ["Not a valid string."]
+    if isinstance(field, serializers.ChoiceField):
+        choices = list(field.choices)
+        if choices and all(isinstance(choice, str) for choice in choices):
+            return None if isinstance(value, str) else ["Not a valid string."]
+        if choices and all(isinstance(choice, int) for choice in choices):
+            return None if whole else ["A valid integer is required."]
+        return None
+    if isinstance(field, serializers.ListField) and isinstance(value, list):
+        items = {
+            str(index): error
+            for index, item in enumerate(value)
+            if (error := _type_error(field.child, item)) is not None
+        }
+        return items or None
+    if isinstance(field, serializers.DictField) and isinstance(value, dict):
+        entries = {
+            str(key): error
+            for key, item in value.items()
+            if (error := _type_error(field.child, item)) is not None
+        }
+        return entries or None
+    return None
 
 
 def error_response(status: int, message: str, details: dict[str, Any] | None = None) -> Response:

@@ -251,3 +251,27 @@ def test_the_lru_cache_forgets_the_least_recently_used():
 def test_it_keeps_integers_beyond_64_bits_exact_when_asked():
     big = b'{"id": 100000000000000000000000000001}'
     assert strictjson.loads(big, exact_integers=True) == {"id": 10**29 + 1}
+
+
+# --- strict field types ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url,body,field",
+    [
+        ("/api/mcp-endpoints", {"name": "X", "slug": 0}, "slug"),
+        ("/api/mcp-endpoints", {"name": "X", "piiFilter": 0}, "piiFilter"),
+        ("/api/mcp-endpoints", {"name": "X", "prefixToolNames": "false"}, "prefixToolNames"),
+        ("/api/mcp-endpoints", {"name": "X", "memberIds": ["7"]}, "memberIds"),
+        ("/api/mcp-endpoints", {"name": "X", "maxAccessDuration": "3600"}, "maxAccessDuration"),
+        ("/api/mcp-endpoints", {"name": 5}, "name"),
+        ("/api/mcp-connections", {"name": "X", "slug": 0}, "slug"),
+        ("/api/mcp-connections", {"name": "X", "args": [1]}, "args"),
+        ("/api/mcp-connections", {"name": "X", "headers": {"X-A": 1}}, "headers"),
+    ],
+)
+def test_values_of_the_wrong_json_type_are_refused(admin, url, body, field):
+    response = admin.api().post(url, data=body, format="json")
+
+    assert response.status_code == 400, response.json()
+    assert field in response.json()["details"]
