@@ -23,11 +23,14 @@ from gateway_project.body_limit import (  # noqa: E402
     BodyLimitMiddleware,
     daphne_body_limit_install,
 )
+from gateway_project.daphne_errors import daphne_errors_install  # noqa: E402
 
-# Under daphne, bodies over the route's cap are refused as they arrive (body_limit.py),
-# and credentials in query strings never reach the access log (access_log.py).
+# Under daphne: bodies over the route's cap are refused as they arrive (body_limit.py),
+# credentials in query strings never reach the access log (access_log.py), and the
+# errors daphne and twisted answer themselves are JSON on machine paths (daphne_errors.py).
 daphne_body_limit_install()
 daphne_access_log_install()
+daphne_errors_install()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402

@@ -15,7 +15,6 @@ import sys
 import time
 
 import httpx
-import pytest
 
 from endpoints import transport
 from gateway_project.strictjson import MAX_DEPTH
@@ -259,3 +258,45 @@ def test_the_session_caches_are_bounded(monkeypatch):
     assert transport.session_read(ids[0]) is not None  # evicted, verified again
     hub = transport.Hub()
     assert hub.ended_sessions.max_size == transport.SESSION_CACHE_SIZE
+
+
+# --- errors daphne and twisted answer themselves ------------------------------------------------
+
+
+def _raw_exchange(port: int, request: bytes) -> bytes:
+    """Send raw bytes; everything the server answers until it closes (or 10 s)."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer and b"content-length" not in answer.lower():
+                    break
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return answer
+
+
+def test_protocol_level_errors_answer_json_on_machine_paths(live_gateway):
+    gateway = live_gateway()
+
+    def head_request(path: str, header: bytes) -> bytes:
+        return (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n".encode()
+            + header
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+
+    malformed = _raw_exchange(gateway.port, b"NOT A REQUEST LINE AT ALL\r\n\r\n")
+    bad_name_api = _raw_exchange(gateway.port, head_request("/api/mcp-connections", b"X(bad): 1"))
+    bad_value_mcp = _raw_exchange(gateway.port, head_request("/mcp/team", b"X-Bad: a\x0bb"))
+    bad_value_page = _raw_exchange(gateway.port, head_request("/", b"X-Bad: a\x0bb"))
+
+    for answer in (malformed, bad_name_api, bad_value_mcp):
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+        assert b"application/json" in answer.lower()
+        assert b'{"error":' in answer
+    assert b"Invalid header value" in bad_value_mcp
+    assert bad_value_page.startswith(b"HTTP/1.1 400")
+    assert b"text/html" in bad_value_page.lower()  # people's pages keep daphne's HTML page
