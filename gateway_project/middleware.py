@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -40,6 +41,41 @@ class ApiErrorMiddleware:
             {"error": "Something went wrong on the gateway; the error has been logged."},
             status=500,
         )
+
+
+class ApiMethodNotAllowedMiddleware:
+    """A method an API view does not serve answers 405 before authentication.
+
+    DRF checks permissions before it looks for the method's handler, so a member's
+    ``TRACE`` would be told 403 (not allowed by role) rather than 405 (no such method).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable[..., Any], *args: Any
+    ) -> HttpResponse | None:
+        view_class = getattr(view_func, "cls", None)  # set by APIView.as_view()
+        method = (request.method or "").lower()
+        if view_class is None or not request.path.startswith("/api/") or method == "options":
+            return None
+        served = method if method != "head" else "get"  # Django serves HEAD with GET
+        if method in view_class.http_method_names and hasattr(view_class, served):
+            return None
+        allowed = [
+            name.upper()
+            for name in view_class.http_method_names
+            if hasattr(view_class, name) and name != "options"
+        ]
+        response = JsonResponse(
+            {"error": f"Method {request.method} is not allowed here."}, status=405
+        )
+        response["Allow"] = ", ".join(allowed)
+        return response
 
 
 class StrictJsonBodyMiddleware:

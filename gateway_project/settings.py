@@ -203,6 +203,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "oauth.middleware.OrganizationMiddleware",
     "gateway_project.middleware.StrictJsonBodyMiddleware",
+    "gateway_project.middleware.ApiMethodNotAllowedMiddleware",
     "gateway_project.middleware.ApiErrorMiddleware",
 ]
 

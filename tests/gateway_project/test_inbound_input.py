@@ -275,3 +275,37 @@ def test_values_of_the_wrong_json_type_are_refused(admin, url, body, field):
 
     assert response.status_code == 400, response.json()
     assert field in response.json()["details"]
+
+
+# --- methods and the schema ------------------------------------------------------------------
+
+
+def test_a_method_the_api_does_not_serve_answers_405_whatever_the_role(member):
+    traced = member.api().generic("TRACE", "/api/audit-policy")
+    head = member.api().head("/api/mcp-connections")
+
+    assert traced.status_code == 405
+    assert traced.json() == {"error": "Method TRACE is not allowed here."}
+    assert traced["Allow"] == "GET, PATCH"
+    assert head.status_code == 200
+
+
+def test_the_schema_documents_the_answers_as_they_are(admin):
+    schema = admin.api().get("/api/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    paths, components = schema["paths"], schema["components"]["schemas"]
+
+    def ok_schema(path, method="get"):
+        return paths[path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+
+    page = components[ok_schema("/api/audit-logs")["$ref"].rsplit("/", 1)[1]]
+    assert set(page["properties"]) == {"records", "nextCursor"}
+    events = components[ok_schema("/api/audit-events")["$ref"].rsplit("/", 1)[1]]
+    assert events["properties"]["events"]["type"] == "array"
+    for path in ("/api/mcp-connections", "/api/mcp-endpoints"):
+        assert "$ref" in ok_schema(path)  # {"connections": [...]}, not a bare array
+    for operations in paths.values():
+        for method, operation in operations.items():
+            assert {"401", "403"} <= set(operation["responses"]), (method, operation)
+    assert components["PatchedEndpointToolsChangeRequest"]["required"] == ["tools"]
+    slug = components["EndpointInRequest"]["properties"]["slug"]
+    assert slug["type"] == "string"
