@@ -23,15 +23,30 @@ from oauth.permissions import IsAdminOrReadOnly, IsOrganizationMember, api_membe
 
 NOT_FOUND = "Audit record not found"
 
+
+def _or_blank(schema: dict[str, Any]) -> dict[str, Any]:
+    """A filter sent blank is no filter (as in the Activity page's form)."""
+    return {"oneOf": [schema, {"type": "string", "maxLength": 0}]}
+
+
 FILTER_PARAMETERS = [
-    OpenApiParameter("endpoint", OpenApiTypes.UUID, description="endpoint id"),
-    OpenApiParameter("connection", OpenApiTypes.UUID, description="connection (server) id"),
+    OpenApiParameter(
+        "endpoint", _or_blank({"type": "string", "format": "uuid"}), description="endpoint id"
+    ),
+    OpenApiParameter(
+        "connection",
+        _or_blank({"type": "string", "format": "uuid"}),
+        description="connection (server) id",
+    ),
     OpenApiParameter("tool", str, description="public tool or prompt name, or resource URI"),
-    OpenApiParameter("user", int, description="user id"),
+    OpenApiParameter("user", _or_blank({"type": "integer"}), description="user id"),
     OpenApiParameter("client", str, description="OAuth client or API token name"),
-    OpenApiParameter("status", str, enum=["success", "tool_error", "error", "refused"]),
-    OpenApiParameter("since", OpenApiTypes.DATETIME),
-    OpenApiParameter("until", OpenApiTypes.DATETIME),
+    OpenApiParameter(
+        "status",
+        {"type": "string", "enum": ["success", "tool_error", "error", "refused", ""]},
+    ),
+    OpenApiParameter("since", _or_blank({"type": "string", "format": "date-time"})),
+    OpenApiParameter("until", _or_blank({"type": "string", "format": "date-time"})),
     OpenApiParameter("q", str, description="text in the tool name or the error message"),
 ]
 
