@@ -18,11 +18,11 @@ import httpx
 
 from endpoints import transport
 from gateway_project.strictjson import MAX_DEPTH
+from tests.audit.conftest import call_tool, wait_for_records
 from tests.helpers import free_port, wait_for_port
 from tests.transport.conftest import ROOT, _database_env
 
 CALL = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"%s","arguments":{}}}'
-MODERN = {"MCP-Protocol-Version": "2026-07-28"}
 
 
 def nested(depth: int) -> bytes:
@@ -61,19 +61,12 @@ def test_malformed_json_answers_jsonrpc_errors_never_500(live_gateway, served_en
     _assert_rpc_error(post(b'{"jsonrpc":'), 400, -32700)
     assert "deeper than 64 levels" in post(nested(1100)).json()["error"]["message"]
 
-    # Still serving, the 2026-07-28 way (no session to set up).
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
-    ok = httpx.post(
-        url,
-        json={"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {"_meta": meta}},
-        headers={**headers, **MODERN, "Mcp-Method": "tools/list"},
-        timeout=30,
-    )
-    assert ok.status_code == 200, ok.text
-    assert "paged__tool_00" in ok.text
+    # Still serving, and the activity log still storing: a tool call after all that.
+    called = call_tool(url, admin.token, "paged__tool_00")
+    assert called.status_code == 200, called.text
+    assert "error" not in called.json(), called.text
+    records = wait_for_records(1, method="tools/call", status="success")
+    assert [record.name for record in records] == ["paged__tool_00"]
 
 
 def test_the_legacy_messages_url_refuses_deep_json(live_gateway, served_endpoint, admin):
