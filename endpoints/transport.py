@@ -59,6 +59,8 @@ from endpoints.mcp import jsonrpc
 from endpoints.mcp.engine import CallContext, Engine, ServedView
 from endpoints.mcp.sse import SSE_KEEPALIVE, sse_event
 from endpoints.provider import LoadedEndpoint, Principal
+from gateway_project import strictjson
+from gateway_project.lru import LruCache
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 SESSION_SALT: Final = "mcp-session"
 SESSION_ENDED_TTL: Final = 7 * 24 * 3600
+SESSION_CACHE_SIZE: Final = 10_000  # per cache and process; a few MiB at most
+SESSION_ID_MAX_LENGTH: Final = 2048  # session_create's ids are a few hundred characters
 TOKEN_TTL: Final = 1.0
 USAGE_FLUSH_SECONDS: Final = 5.0
 COUNTED_METHODS: Final = frozenset({"tools/call", "resources/read", "prompts/get"})
@@ -113,7 +117,8 @@ class Hub:
         # Upstream targets by (connection, user id) for personal-mode servers, and by
         # (connection, SHARED_TARGET) for the others (one entry for every user).
         self.targets: dict[tuple[str, Any], tuple[float, UpstreamTarget | UpstreamError]] = {}
-        self.ended_sessions: dict[str, bool] = {}
+        # Bounded: the ids come from callers (only validly signed ones get here).
+        self.ended_sessions: LruCache[str, bool] = LruCache(SESSION_CACHE_SIZE)
         # Loads in flight (one per cache key) and a counter bumped by every change
         # event, so a load that started before a change never stores a stale answer.
         self._loading: dict[tuple[str, Any], asyncio.Future[Any]] = {}
@@ -358,11 +363,10 @@ class Hub:
         self.targets.pop((connection_id, SHARED_TARGET), None)
 
     async def is_session_ended(self, session_id: str) -> bool:
-        if session_id in self.ended_sessions:
-            return self.ended_sessions[session_id]
+        known = self.ended_sessions.get(session_id)
+        if known is not None:
+            return known
         ended = bool(await cache.aget(f"mcp:ended:{_digest(session_id)}"))
-        if len(self.ended_sessions) > 100_000:
-            self.ended_sessions.clear()
         self.ended_sessions[session_id] = ended
         return ended
 
@@ -562,17 +566,21 @@ def session_create(session: Session) -> str:
     return signing.dumps(payload, salt=SESSION_SALT, compress=True)
 
 
-_SESSION_CACHE: dict[str, Session | None] = {}
+# Verified session ids of this process, most recently used kept. Ids that fail the
+# signature check are not kept: a caller could send endless made-up ones.
+_SESSION_CACHE: LruCache[str, Session] = LruCache(SESSION_CACHE_SIZE)
 
 
 def session_read(session_id: str) -> Session | None:
     """The session a signed id carries, or None when it was tampered with."""
-    found = _SESSION_CACHE.get(session_id, False)
-    if found is not False:
-        return found  # type: ignore[return-value]
+    found = _SESSION_CACHE.get(session_id)
+    if found is not None:
+        return found
+    if len(session_id) > SESSION_ID_MAX_LENGTH:
+        return None  # longer than any id session_create makes: not worth a signature check
     try:
         payload = signing.loads(session_id, salt=SESSION_SALT)
-        session: Session | None = Session(
+        session = Session(
             endpoint_id=str(payload["e"]),
             principal=str(payload["p"]),
             protocol_version=str(payload["v"]),
@@ -581,9 +589,7 @@ def session_read(session_id: str) -> Session | None:
             stream=str(payload.get("s", "")),
         )
     except (signing.BadSignature, KeyError, TypeError, ValueError):
-        session = None
-    if len(_SESSION_CACHE) > 100_000:
-        _SESSION_CACHE.clear()
+        return None
     _SESSION_CACHE[session_id] = session
     return session
 
@@ -674,6 +680,14 @@ def _slug_from_host(request: Request) -> str:
 
 
 async def _authenticate(the_hub: Hub, request: Request, slug: str, via_domain: bool) -> Principal:
+    if "access_token" in request.query:
+        # MCP's authorization spec: tokens MUST NOT travel in the URI query (they end up
+        # in logs and histories). Refused whatever the header says (RFC 6750 §3.1).
+        raise _Refusal(
+            400,
+            {"error": "Access tokens are not accepted in the URL: send Authorization: Bearer."},
+            _challenge(slug, via_domain, "invalid_request"),
+        )
     header = request.headers.get("authorization", "")
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
@@ -723,11 +737,13 @@ async def _post(
     if body is None:
         raise _Refusal(413, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "Request body too large"))
     try:
-        message = wirejson.loads(body)
-    except ValueError:
-        raise _Refusal(
-            400, jsonrpc.error(None, jsonrpc.PARSE_ERROR, "Parse error: the body is not JSON")
-        ) from None
+        message = strictjson.loads(body)
+    except strictjson.JsonRefused as refused:
+        if refused.too_deep:
+            error = jsonrpc.error(None, jsonrpc.INVALID_REQUEST, f"Invalid Request: {refused}")
+        else:
+            error = jsonrpc.error(None, jsonrpc.PARSE_ERROR, f"Parse error: {refused}")
+        raise _Refusal(400, error) from None
     if isinstance(message, list):
         raise _Refusal(
             400, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "JSON-RPC batches are not supported")
@@ -1210,9 +1226,9 @@ async def _legacy_message(
     if body is None:
         raise _Refusal(413, {"error": "Request body too large."})
     try:
-        message = wirejson.loads(body)
-    except ValueError:
-        raise _Refusal(400, {"error": "The body is not JSON."}) from None
+        message = strictjson.loads(body)
+    except strictjson.JsonRefused as refused:
+        raise _Refusal(400, {"error": f"The body is not acceptable JSON: {refused}."}) from None
     kind = jsonrpc.classify(message)
     if kind == "invalid":
         raise _Refusal(400, {"error": "Invalid JSON-RPC message."})

@@ -210,6 +210,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "oauth.middleware.OrganizationMiddleware",
+    "gateway_project.middleware.StrictJsonBodyMiddleware",
+    "gateway_project.middleware.ApiMethodNotAllowedMiddleware",
     "gateway_project.middleware.ApiErrorMiddleware",
 ]
 
@@ -274,7 +276,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["oauth.permissions.IsOrganizationMember"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["gateway_project.api_parsers.StrictJSONParser"],
     "DEFAULT_THROTTLE_CLASSES": [
         "gateway_project.throttling.AnonRateThrottle",
         "gateway_project.throttling.UserRateThrottle",
@@ -300,6 +302,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "gateway_project.api_schema.schema_postprocess",
+    ],
 }
 
 # --- OAuth for AI clients ------------------------------------------------------
@@ -380,6 +386,10 @@ GATEWAY_HEALTH_CHECK_INTERVAL = env_int("GATEWAY_HEALTH_CHECK_INTERVAL", 60, min
 # https://<slug>.<domain>/mcp (for clients that need the path to be exactly /mcp).
 GATEWAY_ALLOWED_ORIGINS = env_list("GATEWAY_ALLOWED_ORIGINS")
 GATEWAY_MCP_MAX_BODY_BYTES = env_int("GATEWAY_MCP_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+# Every other route (the REST API, forms, OAuth): refused with 413 before it is buffered
+# (gateway_project/body_limit.py). The largest real bodies (a connection with its
+# headers, a PATCH enabling every tool of a large catalog) stay far below 1 MiB.
+GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
 GATEWAY_ENDPOINT_DOMAIN = env_str("GATEWAY_ENDPOINT_DOMAIN", "").lower().strip(".")
 if GATEWAY_ENDPOINT_DOMAIN:
     ALLOWED_HOSTS = [*ALLOWED_HOSTS, f".{GATEWAY_ENDPOINT_DOMAIN}"]

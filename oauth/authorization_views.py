@@ -31,6 +31,7 @@ from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 from connections.selectors import credentials_missing
 from endpoints.models import Endpoint
 from endpoints.selectors import endpoint_for_resource, endpoint_member_may_use, endpoint_served
+from gateway_project import strictjson
 from gateway_project.client_address import client_address
 from oauth.forms import ConsentForm
 from oauth.models import (
@@ -331,7 +332,7 @@ def _redirect_uri_error(response: HttpResponse) -> HttpResponse:
 
 def _grant_types(body: bytes) -> list[Any] | None:
     try:
-        data = json.loads(body)
+        data = strictjson.loads(body)  # StrictJsonBodyMiddleware refused what this refuses
     except ValueError:
         return None  # DOT answers malformed JSON itself
     grant_types = data.get("grant_types") if isinstance(data, dict) else None
