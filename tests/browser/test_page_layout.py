@@ -9,6 +9,7 @@ With ``UPDATE_SCREENSHOTS=1`` the pages are also saved to docs/screenshots/ for 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,19 @@ pytestmark = pytest.mark.browser
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 WIDTHS = {"desktop": (1440, 900), "phone": (390, 844)}
+# The pages the README shows (the others are checked, not photographed).
+PHOTOGRAPHED = {
+    "dashboard",
+    "connections",
+    "connection-detail",
+    "connection-form",
+    "my-connections",
+    "endpoints",
+    "endpoint-detail",
+    "activity",
+    "api-tokens",
+    "consent",
+}
 LONG_URL = (
     "https://an-upstream-with-a-rather-long-host-name.internal.example.com/"
     "tenants/acme-corporation/services/model-context-protocol/mcp?region=eu-west-1"
@@ -114,6 +128,7 @@ def site(org, admin: Person, settings, live_server) -> Site:
         start=timezone.now(),
     )
     consent = _authorize_path(live_server.url, f"{live_server.url}/mcp/sales")
+    long_tool = orders.catalog.get(key="create_refund_for_a_customer_order_with_a_very_long_name")
     return Site(
         connection=orders,
         endpoint=endpoint,
@@ -127,6 +142,7 @@ def site(org, admin: Person, settings, live_server) -> Site:
             "endpoints": "/endpoints/",
             "endpoint-detail": f"/endpoints/{endpoint.pk}",
             "endpoint-form": f"/endpoints/{endpoint.pk}/edit",
+            "endpoint-entry": f"/endpoints/{endpoint.pk}/entries/{long_tool.pk}",
             "activity": "/activity/",
             "api-tokens": "/settings/api-tokens",
             "consent": consent,
@@ -150,13 +166,15 @@ class Watcher:
 
 
 def signed_in_context(
-    browser: Browser, live_server: Any, width: str, **options: Any
+    browser: Browser, live_server: Any, width: str, *, signed_in: bool = True, **options: Any
 ) -> BrowserContext:
     w, h = WIDTHS[width]
     context = browser.new_context(
         base_url=live_server.url, viewport={"width": w, "height": h}, **options
     )
     context.set_default_timeout(10_000)
+    if not signed_in:
+        return context
     page = context.new_page()
     page.goto("/accounts/login/")
     page.locator("#id_username").fill("alice")
@@ -180,11 +198,13 @@ def visit(context: BrowserContext, path: str) -> tuple[Page, Watcher]:
 
 
 def screenshot(page: Page, name: str) -> None:
-    if os.environ.get("UPDATE_SCREENSHOTS") != "1":
+    page_name = re.sub(r"-(1440|390)(-dark)?$", "", name)
+    if os.environ.get("UPDATE_SCREENSHOTS") != "1" or page_name not in PHOTOGRAPHED:
         return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     width = page.viewport_size["width"] if page.viewport_size else 1440
-    height = min(page.evaluate("document.documentElement.scrollHeight"), 1800)
+    limit = 1100 if width > 800 else 1500  # the top of long pages is enough for the README
+    height = min(page.evaluate("document.documentElement.scrollHeight"), limit)
     page.screenshot(
         path=str(SCREENSHOTS / f"{name}.png"),
         full_page=True,
@@ -210,8 +230,10 @@ def test_every_main_page_fits_the_screen_with_labels_and_no_errors(
     site: Site, contexts: Callable[..., BrowserContext], width: str
 ) -> None:
     context = contexts(width)
-    for name, path in site.paths.items():
-        page, watcher = visit(context, path)
+    anonymous = contexts(width, signed_in=False)
+    pages = [(name, context, path) for name, path in site.paths.items()]
+    for name, on, path in [("sign-in", anonymous, "/accounts/login/"), *pages]:
+        page, watcher = visit(on, path)
 
         scroll_width, inner_width = page.evaluate(
             "[document.documentElement.scrollWidth, window.innerWidth]"
@@ -219,6 +241,11 @@ def test_every_main_page_fits_the_screen_with_labels_and_no_errors(
         assert scroll_width <= inner_width, f"{name} is {scroll_width} px wide at {inner_width}"
         assert page.evaluate(UNLABELLED_JS) == [], name
         assert watcher.problems == [], name
+        if page.locator("[autofocus]").count():  # the sign-in form starts in its first field
+            expect(page.locator("[autofocus]")).to_be_focused()
+            screenshot(page, f"{name}-{WIDTHS[width][0]}")
+            page.close()
+            continue
         # The first Tab reaches the skip link, which leads past the navigation.
         page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement.textContent.trim()") == (
@@ -273,7 +300,7 @@ def test_the_dark_mode_follows_the_system(
     red, green, blue = (int(v) for v in background[background.index("(") + 1 : -1].split(",")[:3])
     assert red + green + blue < 3 * 64, background
     assert watcher.problems == []
-    screenshot(page, "endpoint-detail-dark-1440")
+    screenshot(page, "endpoint-detail-1440-dark")
 
     light, _ = visit(contexts("desktop", color_scheme="light"), site.paths["endpoint-detail"])
     assert light.evaluate("document.documentElement.dataset.bsTheme") == "light"
