@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from connections.services import connection_create
 from endpoints.services import endpoint_create
 from oauth.models import ApiToken
 from tests.browser.test_connection_pages import field, sign_in
@@ -210,3 +211,23 @@ def test_each_endpoint_offers_ready_to_copy_client_set_up(page: Page, admin: Per
     expect(page.locator("#snippet-inspector-1")).to_contain_text(
         f"npx @modelcontextprotocol/inspector --cli {url} --transport http"
     )
+
+
+def test_check_now_shows_it_is_working_and_cannot_be_clicked_twice(
+    page: Page, admin: Person, org
+) -> None:
+    connection = connection_create(
+        organization=org, name="Slow", slug="slow", server_url="https://slow.example.com/mcp"
+    )
+    sign_in(page, "alice")
+    page.goto(f"/connections/{connection.pk}")
+    # The page stays as it is while a silent upstream keeps the check waiting; here the
+    # submission is stopped after the page's own handlers have seen it.
+    page.evaluate("document.addEventListener('submit', event => event.preventDefault())")
+
+    page.get_by_role("button", name="Check now").click()
+
+    button = page.locator("#check-now")
+    expect(button).to_be_disabled()
+    expect(button).to_have_text("Checking…")
+    expect(button).to_have_attribute("aria-busy", "true")
