@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from connections.models import Connection
 from connections.services import connection_create
 from endpoints.services import endpoint_create
 from oauth.models import ApiToken
@@ -127,6 +128,24 @@ def test_the_connection_form_shows_only_the_fields_that_apply(
     field(page, "Transport").select_option(value="stdio")
     expect(page.locator("#http-fields")).to_be_hidden()
     expect(page.locator("#stdio-fields")).to_be_visible()
+
+
+def test_what_was_typed_in_a_field_that_no_longer_applies_is_not_sent(
+    page: Page, admin: Person
+) -> None:
+    sign_in(page, "alice")
+    page.goto("/connections/new")
+    field(page, "Name").fill("Docs search")
+    field(page, "Server URL").fill("https://docs.example.com/mcp")
+    field(page, "Authentication").select_option(label="Bearer token")
+    field(page, "Bearer token").fill("sk-typed-then-abandoned")
+
+    field(page, "Authentication").select_option(label="None")
+    page.get_by_role("button", name="Create connection").click()
+
+    expect(page.get_by_role("status")).to_contain_text("Connection “Docs search” created.")
+    connection = Connection.objects.get(name="Docs search")
+    assert connection.auth_type == "none" and connection.token is None
 
 
 def test_the_endpoint_form_shows_chosen_members_only_for_that_access(
