@@ -57,9 +57,11 @@ class Processes:
     def __init__(self, logs: Path) -> None:
         self.logs = logs
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.outputs: list[Any] = []
 
     def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
-        output = open(self.logs / f"{name}.log", "wb")
+        output = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed by stop()
+        self.outputs.append(output)
         process = subprocess.Popen(
             command,
             cwd=ROOT,
@@ -81,9 +83,35 @@ class Processes:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        for output in self.outputs:
+            output.close()
+
+    def wait_for(self, name: str, port: int) -> None:
+        """Wait until ``name`` listens on ``port``; stop the run naming it if it died."""
+        process = dict(self.children)[name]
+        for _ in range(600):
+            if process.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise SystemExit(
+                    f"{name} exited with {process.returncode} before listening:\n{tail}"
+                )
+            try:
+                wait_for_port(port, timeout=0.1)
+                return
+            except TimeoutError:
+                continue
+        raise SystemExit(f"{name} did not listen on 127.0.0.1:{port} within 60 s")
 
     def dead(self) -> list[str]:
         return [name for name, process in self.children if process.poll() is not None]
+
+
+def copy_logs(data: Path, results: Path) -> None:
+    """Keep the processes' and drivers' logs with the results."""
+    for old in results.glob("*.log"):
+        old.unlink()
+    for log_file in sorted(data.glob("*.log")):
+        shutil.copy(log_file, results / log_file.name)
 
 
 def upstream_command(upstream: Upstream, port: int) -> tuple[list[str], dict[str, str]]:
@@ -99,7 +127,13 @@ def upstream_command(upstream: Upstream, port: int) -> tuple[list[str], dict[str
     if upstream.name.startswith("ts-"):
         flags = {"stateful": [], "stateless": ["--stateless"], "json": ["--json"]}
         flags["eventstore"] = ["--event-store"]
-        return [node, str(HERE / "peers" / "ts_server.mjs"), "--port", str(port), *flags[variant]], env
+        return [
+            node,
+            str(HERE / "peers" / "ts_server.mjs"),
+            "--port",
+            str(port),
+            *flags[variant],
+        ], env
     sdk = "fastmcp" if upstream.name == "fastmcp" else "mcp"
     mode = {"stateful": "default", "fastmcp": "default"}.get(variant, variant)
     script = str(HERE / "peers" / "py_server.py")
@@ -169,9 +203,10 @@ class Run:
         self.gateway = ""
         self.token = ""
         self.provisioned: dict[str, Any] = {}
-        self.everything_doc = "demo://resource/static/document/" + sorted(
-            p.name for p in (EVERYTHING / "docs").iterdir()
-        )[0]
+        self.everything_doc = (
+            "demo://resource/static/document/"
+            + sorted(p.name for p in (EVERYTHING / "docs").iterdir())[0]
+        )
 
     def direct_target(self, upstream: Upstream, client: ClientKind) -> dict[str, Any]:
         """The client against the upstream itself, over the transport the upstream speaks
@@ -199,7 +234,7 @@ class Run:
         """The gateway-side list_changed trigger: disable echo on the pair's endpoint, then
         enable it again, through the REST API."""
         endpoint = self.provisioned["endpoints"][f"{upstream.name} {client.name}"]
-        connection = self.provisioned["connections"][upstream.name]["id"]
+        connection = self.provisioned["connections"][f"{upstream.name} {client.name}"]["id"]
         url = f"{self.gateway}/api/mcp-endpoints/{endpoint['id']}/tools"
         headers = {"Authorization": f"Bearer {self.token}"}
 
@@ -221,6 +256,8 @@ class Run:
         target = (self.direct_target if direct else self.gateway_target)(upstream, client)
         ops = matrix.ops_for(upstream, job_id.replace(" ", "-"), everything_doc=self.everything_doc)
         ops = [op for op in ops if op["id"] not in client.skips]
+        if client.driver == "inspector":  # its arguments are command-line arguments
+            ops = [op for op in ops if "$repeat" not in json.dumps(op.get("args"))]
         if "list_changed" not in client.skips:
             toggle = None if direct else self.toggle(upstream, client)
             changed = matrix.list_changed_op(upstream, direct=direct, toggle=toggle)
@@ -295,7 +332,10 @@ def inspector_jobs(jobs: list[dict[str, Any]], data: Path) -> list[Any]:
             command += ["--method", "tools/list"]
         elif op["op"] == "call":
             command += ["--method", "tools/call", "--tool-name", op["name"]]
-            pairs = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in op["args"].items()]
+            pairs = [
+                f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                for k, v in op["args"].items()
+            ]
             if pairs:
                 command += ["--tool-arg", *pairs]
         elif op["op"] == "read":
@@ -311,13 +351,11 @@ def inspector_jobs(jobs: list[dict[str, Any]], data: Path) -> list[Any]:
         except subprocess.TimeoutExpired:
             return {"ok": False, "error": "the Inspector CLI timed out"}
         seconds = round(time.monotonic() - started, 2)
-        if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
-            return {"ok": False, "error": lines[-1][:300], "seconds": seconds}
-        try:
+        try:  # an isError result exits 5, the result on stdout all the same
             value = json.loads(done.stdout)
         except ValueError:
-            return {"ok": False, "error": f"not JSON: {done.stdout[:200]}", "seconds": seconds}
+            lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
+            return {"ok": False, "error": lines[-1][:300], "seconds": seconds}
         if op["op"] == "list_tools":
             value = value.get("tools", [])
         return {"ok": True, "value": summarize(value), "seconds": seconds}
@@ -355,7 +393,10 @@ def drive(run: Run) -> dict[str, Any]:
         "py1": [str(PEERS_PYTHON), str(HERE / "clients" / "py1_client.py")],
         "ts": [node, str(HERE / "clients" / "ts_client.mjs")],
     }
-    log(f"Running {sum(len(j) for j in jobs.values())} client sessions: " + ", ".join(f"{d} {len(j)}" for d, j in jobs.items()))
+    log(
+        f"Running {sum(len(j) for j in jobs.values())} client sessions: "
+        + ", ".join(f"{d} {len(j)}" for d, j in jobs.items())
+    )
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         futures = {
             driver: (
@@ -375,7 +416,10 @@ def verdicts_of(run: Run, answers: dict[str, Any]) -> list[matrix.Verdict]:
     verdicts = []
     for client in run.clients:
         capable = any(
-            (answers.get(f"direct {u.name} {client.name}") or {}).get("results", {}).get("list_changed", {}).get("ok")
+            (answers.get(f"direct {u.name} {client.name}") or {})
+            .get("results", {})
+            .get("list_changed", {})
+            .get("ok")
             for u in run.upstreams
         )
         for upstream in run.upstreams:
@@ -407,8 +451,12 @@ def main() -> int:
     parser.add_argument("--only-upstreams", default="")
     parser.add_argument("--only-clients", default="")
     args = parser.parse_args()
-    upstreams = [u for u in UPSTREAMS if not args.only_upstreams or u.name in args.only_upstreams.split(",")]
-    clients = [c for c in CLIENTS if not args.only_clients or c.name in args.only_clients.split(",")]
+    upstreams = [
+        u for u in UPSTREAMS if not args.only_upstreams or u.name in args.only_upstreams.split(",")
+    ]
+    clients = [
+        c for c in CLIENTS if not args.only_clients or c.name in args.only_clients.split(",")
+    ]
     needed = {u.direct_via for u in upstreams if u.direct_via} - {u.name for u in upstreams}
     results = Path(os.environ.get("INTEROP_RESULTS", ROOT / ".cache" / "interop-results"))
     results.mkdir(parents=True, exist_ok=True)
@@ -417,10 +465,18 @@ def main() -> int:
     with ExitStack() as stack:
         data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-interop.")))
         processes = Processes(data)
+        stack.callback(copy_logs, data, results)
         stack.callback(processes.stop)
         run = Run(data, upstreams, clients)
         env = gateway_env(data)
-        log(f"Gateway data in {data}" + (f", database {env['DATABASE_URL'].rsplit('/', 1)[-1]}" if "DATABASE_URL" in env else ", SQLite"))
+        log(
+            f"Gateway data in {data}"
+            + (
+                f", database {env['DATABASE_URL'].rsplit('/', 1)[-1]}"
+                if "DATABASE_URL" in env
+                else ", SQLite"
+            )
+        )
 
         # 1. the upstreams, on free loopback ports
         ports = {}
@@ -433,11 +489,14 @@ def main() -> int:
             ports[upstream.name] = port
             run.urls[upstream.name] = f"http://127.0.0.1:{port}{upstream.path}"
         for name, port in ports.items():
-            wait_for_port(port, timeout=60)
+            processes.wait_for(name, port)
 
         # 2. the gateway: migrate, provision, daphne
         subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True
+            [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
         )
         plan = {
             "upstreams": [
@@ -455,7 +514,10 @@ def main() -> int:
         (data / "plan.json").write_text(json.dumps(plan))
         if "DATABASE_URL" in env:
             stack.callback(
-                manage, env, "from tests.interop.setup import main; main()", {"INTEROP_TEARDOWN": "1"}
+                manage,
+                env,
+                "from tests.interop.setup import main; main()",
+                {"INTEROP_TEARDOWN": "1"},
             )
         line = manage(
             env,
@@ -465,16 +527,26 @@ def main() -> int:
         run.provisioned = json.loads(line)
         run.token = (data / "token").read_text().strip()
         for name, connection in run.provisioned["connections"].items():
-            state = "active" if connection["ok"] else f"NOT active: {connection['error']}"
-            log(f"  connection {name}: {connection.get('entries')} catalog entries, {state}")
+            if not connection["ok"]:
+                log(f"  connection {name}: NOT active: {connection['error']}")
+        log(f"  {len(run.provisioned['connections'])} connections and endpoints, one per pair")
         gateway_port = free_port()
         run.gateway = f"http://127.0.0.1:{gateway_port}"
         processes.start(
             "daphne",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(gateway_port), "gateway_project.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(gateway_port),
+                "gateway_project.asgi:application",
+            ],
             {**env, "GATEWAY_PUBLIC_URL": run.gateway},
         )
-        wait_for_port(gateway_port, timeout=60)
+        processes.wait_for("daphne", gateway_port)
         log(f"Set up in {time.monotonic() - started:.0f} s; gateway at {run.gateway}")
 
         # 3. every client, directly and through the gateway
@@ -485,14 +557,13 @@ def main() -> int:
         verdicts = verdicts_of(run, answers)
         (results / "answers.json").write_text(json.dumps(answers, indent=1))
         (results / "verdicts.json").write_text(json.dumps([v.__dict__ for v in verdicts], indent=1))
-        for log_file in sorted(data.glob("*.log")):
-            shutil.copy(log_file, results / log_file.name)
 
     log("\n" + matrix.render(verdicts))
     expected = [
         entry
         for entry in matrix.read_expected(EXPECTED)
-        if any(entry.matches(v) for v in verdicts) or (not args.only_upstreams and not args.only_clients)
+        if any(entry.matches(v) for v in verdicts)
+        or (not args.only_upstreams and not args.only_clients)
     ]
     unexpected, stale = matrix.compare(verdicts, expected)
     if args.only_upstreams or args.only_clients:
@@ -501,9 +572,15 @@ def main() -> int:
     log(f"\nTook {time.monotonic() - started:.0f} s; results in {results}")
     log(f"{failed - len(unexpected)} failures are listed in {EXPECTED.relative_to(ROOT)}")
     for verdict in unexpected:
-        log(f"UNEXPECTED failure: {verdict.upstream} {verdict.client} {verdict.check}: {verdict.detail}")
+        log(
+            f"UNEXPECTED failure: {verdict.upstream} {verdict.client} {verdict.check}: "
+            f"{verdict.detail}"
+        )
     for entry in stale:
-        log(f"STALE entry (it passes now; remove it): line {entry.line}: {entry.upstream} {entry.client} {entry.check}")
+        log(
+            f"STALE entry (it passes now; remove it): line {entry.line}: "
+            f"{entry.upstream} {entry.client} {entry.check}"
+        )
     passed = len([v for v in verdicts if v.status == "pass"])
     skipped = len([v for v in verdicts if v.status == "skip"])
     log(f"interop: {passed} passed, {len(unexpected)} failed, {skipped} skipped")

@@ -4,14 +4,14 @@
 ``manage.py shell -c "from tests.interop.setup import main; main()"`` with
 ``INTEROP_PLAN`` (a JSON file: the upstreams and the clients) and ``INTEROP_TOKEN_FILE``
 (where the API token goes, mode 0600) in the environment; it prints one JSON line:
-``{"connections": {upstream: {"id", "ok", "error", "tools"}}, "endpoints": {"<upstream>
-<client>": {"id", "slug"}}}``.
+``{"connections": {"<upstream> <client>": {"id", "ok", "error", "entries"}}, "endpoints":
+{"<upstream> <client>": {"id", "slug"}}}``.
 
 The same services and helpers as the conformance run (tests/conformance/setup.py): an
-organisation with an admin, one connection per upstream (health-checked, which stores the
-catalog the gateway serves), and one endpoint per upstream and client with names
-unprefixed and every entry enabled — its own, so that one client's list_changed toggle
-cannot change what another client lists — then an API token.
+organisation with an admin, then for each upstream and client a connection (health-checked,
+which stores the catalog the gateway serves) and an endpoint serving it with names
+unprefixed and every entry enabled — the pair's own, so that one client's failing call or
+list_changed toggle cannot change what another client sees — then an API token.
 ``INTEROP_TEARDOWN=1`` only removes a previous run's organisation.
 """
 
@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from django.db import close_old_connections
+
+from connections.models import Connection
 from connections.services import connection_check_health, connection_create
 from oauth.services import api_token_create
 from tests.conformance.setup import (
@@ -33,6 +37,7 @@ from tests.interop.matrix import endpoint_slug
 
 ORGANIZATION_SLUG = "interop-ci"
 USERNAME = "interop-ci"
+CHECKS_AT_ONCE = 8
 
 
 def provision(plan: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -42,6 +47,7 @@ def provision(plan: dict[str, Any]) -> tuple[dict[str, Any], str]:
     )
     connections: dict[str, Any] = {}
     endpoints: dict[str, Any] = {}
+    created: dict[str, Connection] = {}
     for upstream in plan["upstreams"]:
         name = upstream["name"]
         reach: dict[str, Any]
@@ -49,24 +55,42 @@ def provision(plan: dict[str, Any]) -> tuple[dict[str, Any], str]:
             reach = {"command": upstream["command"], "args": upstream["args"], "env": {}}
         else:
             reach = {"server_url": upstream["url"]}
-        connection = connection_create(
-            organization=organization,
-            name=name,
-            slug=name.replace("-", "_"),
-            transport=upstream["transport"],
-            **reach,
-        )
-        check = connection_check_health(connection=connection)
-        connections[name] = {"id": str(connection.pk), "ok": check.ok, "error": check.error}
         for client in plan["clients"]:
-            endpoint, entries, _ = endpoint_serving_all(
+            pair = endpoint_slug(name, client)
+            # A connection per pair too: the pool keeps one upstream session per connection,
+            # so one client's failing call cannot reopen the session another client is using.
+            created[f"{name} {client}"] = connection_create(
                 organization=organization,
-                connection=connection,
-                slug=endpoint_slug(name, client),
                 name=f"{name} for {client}",
+                slug=pair.replace("-", "_"),
+                transport=upstream["transport"],
+                **reach,
             )
-            connections[name]["entries"] = entries
-            endpoints[f"{name} {client}"] = {"id": str(endpoint.pk), "slug": endpoint.slug}
+
+    def check(connection: Connection) -> Any:
+        try:
+            return connection_check_health(connection=connection)
+        finally:
+            close_old_connections()
+
+    # The checks wait on the upstreams, not the CPU: a few at a time.
+    with ThreadPoolExecutor(max_workers=CHECKS_AT_ONCE) as pool:
+        checks = dict(zip(created, pool.map(check, created.values()), strict=True))
+    for pair, connection in created.items():
+        name, client = pair.split(" ")
+        endpoint, entries, _ = endpoint_serving_all(
+            organization=organization,
+            connection=connection,
+            slug=endpoint_slug(name, client),
+            name=f"{name} for {client}",
+        )
+        connections[pair] = {
+            "id": str(connection.pk),
+            "ok": checks[pair].ok,
+            "error": checks[pair].error,
+            "entries": entries,
+        }
+        endpoints[pair] = {"id": str(endpoint.pk), "slug": endpoint.slug}
     _, raw = api_token_create(organization=organization, user=user, name="interop suite")
     return {"connections": connections, "endpoints": endpoints}, raw
 

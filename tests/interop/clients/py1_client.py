@@ -1,3 +1,5 @@
+# mypy: ignore-errors
+# (runs in the peers virtualenv, on PyPI mcp 1.x; the project's mypy sees mcp 2.x)
 """Client driver: PyPI ``mcp`` 1.x (``ClientSession`` over ``streamablehttp_client`` or
 ``sse_client``), run by the peers virtualenv (.cache/peers-venv):
 
@@ -24,7 +26,7 @@ from mcp.client.streamable_http import streamablehttp_client
 from pydantic import AnyUrl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from wire import error_text, expand, summarize  # noqa: E402 - the peers venv has no project
+from wire import error_text, expand, summarize
 
 PARALLEL = 6
 TIMEOUT = 30.0
@@ -116,11 +118,11 @@ async def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 started = time.monotonic()
                 try:
                     result = await asyncio.wait_for(run_op(session, op, changed), timeout=TIMEOUT)
-                except Exception as error:  # noqa: BLE001 - every failure is a result
+                except Exception as error:
                     result = {"ok": False, "error": error_text(error)}
                 result["seconds"] = round(time.monotonic() - started, 2)
                 answer["results"][op["id"]] = result
-    except BaseException as error:  # noqa: BLE001
+    except BaseException as error:
         if isinstance(error, KeyboardInterrupt):
             raise
         if not answer["connect"]["ok"]:

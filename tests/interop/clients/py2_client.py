@@ -110,7 +110,8 @@ async def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 params = StdioServerParameters(
                     command=command[0], args=command[1:], env=target.get("env")
                 )
-                transport: Any = stdio_client(params, errlog=open(target["stderr"], "a"))
+                errlog = stack.enter_context(open(target["stderr"], "a"))  # noqa: SIM115
+                transport: Any = stdio_client(params, errlog=errlog)
             elif target["transport"] == "sse":
                 transport = sse_client(target["url"], headers=target.get("headers"), timeout=30)
             else:
@@ -127,7 +128,7 @@ async def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 started = time.monotonic()
                 try:
                     result = await asyncio.wait_for(run_op(client, op, changed), timeout=TIMEOUT)
-                except BaseException as error:  # noqa: BLE001 - every failure is a result
+                except BaseException as error:
                     if isinstance(error, asyncio.CancelledError) and not isinstance(
                         error, TimeoutError
                     ):
@@ -135,7 +136,7 @@ async def run_job(job: dict[str, Any]) -> dict[str, Any]:
                     result = {"ok": False, "error": error_text(error)}
                 result["seconds"] = round(time.monotonic() - started, 2)
                 answer["results"][op["id"]] = result
-    except BaseException as error:  # noqa: BLE001
+    except BaseException as error:
         if isinstance(error, KeyboardInterrupt):
             raise
         if not answer["connect"]["ok"]:

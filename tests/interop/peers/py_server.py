@@ -1,3 +1,5 @@
+# mypy: ignore-errors
+# (runs in the peers virtualenv, on PyPI mcp 1.x; the project's mypy sees mcp 2.x)
 """The interop suite's Python upstreams: PyPI ``mcp`` 1.x FastMCP or PyPI ``fastmcp``.
 
 Runs in the peers virtualenv (.cache/peers-venv, tests/peers/python-requirements.txt), never
@@ -12,7 +14,8 @@ over Streamable HTTP. Both serve on 127.0.0.1, /mcp (or /sse), the same tools, r
 prompt as ts_server.mjs; a call with a ``key`` is counted and ``calls`` reads the count.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the SDKs read the tools' annotations, and the
+# types they name are imported inside build().
 
 import argparse
 import base64
@@ -31,7 +34,7 @@ class Structured(BaseModel):
     word: str
 
 
-def build(sdk: str, mode: str, port: int):  # noqa: C901 - one server, its tools inline
+def build(sdk: str, mode: str, port: int):
     if sdk == "mcp":
         from mcp.server.fastmcp import Context, FastMCP, Image
         from mcp.server.fastmcp.exceptions import ToolError
@@ -135,7 +138,9 @@ def build(sdk: str, mode: str, port: int):  # noqa: C901 - one server, its tools
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sdk", choices=["mcp", "fastmcp"], required=True)
-    parser.add_argument("--mode", choices=["default", "stateless", "json", "sse"], default="default")
+    parser.add_argument(
+        "--mode", choices=["default", "stateless", "json", "sse"], default="default"
+    )
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     server = build(args.sdk, args.mode, args.port)
