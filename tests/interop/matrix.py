@@ -62,6 +62,7 @@ INSPECTOR_SKIPS = {
     "progress": "the Inspector CLI shows no progress notifications",
     "list_changed": "the Inspector CLI makes one request and exits: no notification to wait for",
     "big_arg": "a command-line argument is capped at 128 KiB (MAX_ARG_STRLEN)",
+    "big_result_token": "the Inspector CLI cannot be told to send a progress token",
 }
 CLIENTS = [
     ClientKind("py2-modern", "py2", "streamable-http", mode="auto"),
@@ -85,6 +86,7 @@ CHECKS = [
     "prompt",
     "big_arg",
     "big_result",
+    "big_result_token",
     "once",
     "list_changed",
 ]
@@ -130,6 +132,8 @@ def ops_for(upstream: Upstream, job_id: str, *, everything_doc: str) -> list[dic
             {"id": "big_arg", "op": "call", "name": "echo", "args": big},
             # echo's answer carries the argument back: the 1 MiB result of the same call
             {"id": "big_result", "op": "call", "name": "echo", "args": big},
+            # the same with a progress token, as clients that send one on every call do
+            {"id": "big_result_token", "op": "call", "name": "echo", "args": big, "progress": True},
         ]
     return [
         {"id": "tools_list", "op": "list_tools"},
@@ -153,6 +157,14 @@ def ops_for(upstream: Upstream, job_id: str, *, everything_doc: str) -> list[dic
             "args": {"data": {"$repeat": "y", "count": MIB}},
         },
         {"id": "big_result", "op": "call", "name": "big", "args": {"length": MIB, "key": key}},
+        # the same with a progress token, as clients that send one on every call do
+        {
+            "id": "big_result_token",
+            "op": "call",
+            "name": "big",
+            "args": {"length": MIB},
+            "progress": True,
+        },
         {"id": "once", "op": "call", "name": "calls", "args": {"key": key}},
     ]
 
@@ -215,6 +227,7 @@ def expectation(upstream: Upstream, check: str, result: dict[str, Any]) -> str |
         "text": "Echo: hello" if everything else "echo: hello",
         "big_arg": digest("Echo: " + "x" * MIB) if everything else str(MIB),
         "big_result": digest("Echo: " + "x" * MIB) if everything else digest("x" * MIB),
+        "big_result_token": digest("Echo: " + "x" * MIB) if everything else digest("x" * MIB),
         "once": "1",
     }
     if check in wanted and text != wanted[check]:
@@ -285,7 +298,11 @@ def judge(
 
     if check in client.skips:
         return verdict("skip", client.skips[check])
-    if check == "big_result" and upstream.kind == "everything" and "big_arg" in client.skips:
+    if (
+        check.startswith("big_result")
+        and upstream.kind == "everything"
+        and "big_arg" in client.skips
+    ):
         return verdict("skip", "server-everything's 1 MiB result is echo's, of a 1 MiB argument")
     if check == "once" and upstream.kind == "everything":
         return verdict("skip", "server-everything has no tool whose side effect a client can read")
