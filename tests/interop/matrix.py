@@ -357,7 +357,8 @@ def read_expected(path: Path) -> list[Expected]:
             continue
         if len(line) != 3:
             raise SystemExit(f"{path}:{number}: want '<upstream> <client> <check>', got {raw!r}")
-        entries.append(Expected(*line, line=number))
+        upstream, client, check = line
+        entries.append(Expected(upstream, client, check, line=number))
     return entries
 
 
