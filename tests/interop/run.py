@@ -304,7 +304,7 @@ def run_driver(command: list[str], jobs: list[dict[str, Any]], name: str, data: 
                 env=env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                timeout=480,
+                timeout=900,
                 start_new_session=True,
             )
             failed = done.returncode != 0 or not results_file.exists()
@@ -364,7 +364,8 @@ def inspector_jobs(jobs: list[dict[str, Any]], data: Path) -> list[Any]:
         results = {op["id"]: one(job, op) for op in job["ops"]}
         return {"id": job["id"], "connect": {"ok": True}, "results": results}
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # Node's start-up is most of an Inspector run: three at a time keep two cores busy.
+    with ThreadPoolExecutor(max_workers=3) as pool:
         return list(pool.map(job_answer, jobs))
 
 
@@ -397,14 +398,19 @@ def drive(run: Run) -> dict[str, Any]:
         f"Running {sum(len(j) for j in jobs.values())} client sessions: "
         + ", ".join(f"{d} {len(j)}" for d, j in jobs.items())
     )
+    started = time.monotonic()
+
+    def timed(driver: str, driver_jobs: list[dict[str, Any]]) -> list[Any]:
+        if driver == "inspector":
+            answers = inspector_jobs(driver_jobs, run.data)
+        else:
+            answers = run_driver(commands[driver], driver_jobs, driver, run.data)
+        log(f"  {driver}: {len(driver_jobs)} sessions in {time.monotonic() - started:.0f} s")
+        return answers
+
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         futures = {
-            driver: (
-                pool.submit(inspector_jobs, driver_jobs, run.data)
-                if driver == "inspector"
-                else pool.submit(run_driver, commands[driver], driver_jobs, driver, run.data)
-            )
-            for driver, driver_jobs in jobs.items()
+            driver: pool.submit(timed, driver, driver_jobs) for driver, driver_jobs in jobs.items()
         }
         answers = {a["id"]: a for f in futures.values() for a in f.result()}
     for alias, original in aliases.items():
