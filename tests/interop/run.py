@@ -1,6 +1,6 @@
 """The interop suite: real MCP servers and clients no one here wrote, through a live gateway.
 
-    python -m tests.interop.run [--only-upstreams a,b] [--only-clients x,y] [--update-expected]
+    python -m tests.interop.run [--only-upstreams a,b] [--only-clients x,y]
 
 Started by ``.ci/interop`` once the peers are installed. It starts every upstream variant
 (tests/interop/matrix.py) on 127.0.0.1, provisions a gateway (tests/interop/setup.py: SQLite
@@ -10,7 +10,13 @@ in a temporary folder, or the database that ``INTEROP_DATABASE_URL`` names, or
 directly against the upstream and through the gateway, all clients at once. It prints the
 matrix, writes every verdict to ``.cache/interop-results/`` (or ``$INTEROP_RESULTS``) and
 exits non-zero on a failure that tests/interop/expected-failures.txt does not list, or on an
-entry there that no longer fails. Every process it starts is stopped on exit.
+entry there that no longer fails (a run limited by --only-* reports no stale entries: it
+cannot tell whether the rest still fail). Every process it starts is stopped on exit.
+
+Each upstream and client pair has its own gateway connection and endpoint (the pool's one
+session per connection), so one pair's failing call cannot disturb another's; the upstream
+processes are shared. Direct sessions that would be identical (same driver, target, mode)
+run once and serve every client that maps to them.
 """
 
 from __future__ import annotations
