@@ -19,6 +19,9 @@ from tests.interop.wire import digest
 
 MIB = 1024 * 1024
 EXTRA_TOOL = "extra_tool"  # the tool the own servers' toggle_extra adds and removes
+# The tool an admin's toggle disables and enables again for list_changed: one that the
+# checks after it do not call.
+TOGGLED = {"everything": "get-sum", "own": "structured"}
 
 
 @dataclass(frozen=True)
@@ -173,9 +176,9 @@ def list_changed_op(
     upstream: Upstream, *, direct: bool, toggle: dict[str, Any] | None
 ) -> dict[str, Any] | None:
     """The list_changed op: directly, the own servers' toggle_extra tool (server-everything
-    has no way to change its tool list); through the gateway, an admin's toggle of ``echo``
-    on the endpoint by the REST API (``toggle``: the request that disables it, then the one
-    that enables it again)."""
+    has no way to change its tool list); through the gateway, an admin's toggle of a tool
+    (``TOGGLED``) on the endpoint by the REST API (``toggle``: the request that disables it,
+    then the one that enables it again)."""
     if direct:
         if upstream.kind != "own":
             return None

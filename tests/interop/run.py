@@ -237,15 +237,16 @@ class Run:
         }
 
     def toggle(self, upstream: Upstream, client: ClientKind) -> dict[str, Any]:
-        """The gateway-side list_changed trigger: disable echo on the pair's endpoint, then
-        enable it again, through the REST API."""
+        """The gateway-side list_changed trigger: disable a tool on the pair's endpoint, then
+        enable it again, through the REST API (one no later check calls)."""
+        tool = matrix.TOGGLED[upstream.kind]
         endpoint = self.provisioned["endpoints"][f"{upstream.name} {client.name}"]
         connection = self.provisioned["connections"][f"{upstream.name} {client.name}"]["id"]
         url = f"{self.gateway}/api/mcp-endpoints/{endpoint['id']}/tools"
         headers = {"Authorization": f"Bearer {self.token}"}
 
         def request(enabled: bool) -> dict[str, Any]:
-            change = {"connectionId": connection, "upstreamName": "echo", "enabled": enabled}
+            change = {"connectionId": connection, "upstreamName": tool, "enabled": enabled}
             return {
                 "kind": "http",
                 "method": "PATCH",
@@ -268,7 +269,11 @@ class Run:
             toggle = None if direct else self.toggle(upstream, client)
             changed = matrix.list_changed_op(upstream, direct=direct, toggle=toggle)
             if changed:
-                ops.append(changed)
+                # before the 1 MiB checks: a client whose own limit ends the session there
+                # (the Python SDK's 1 MiB SSE event) still gets this one checked
+                ids = [op["id"] for op in ops]
+                at = ids.index("big_arg") if "big_arg" in ids else len(ops)
+                ops.insert(at, changed)
         if client.driver == "mcp-remote":
             target = self.mcp_remote_target(target, job_id)
         return {"id": job_id, "target": target, "ops": ops}
