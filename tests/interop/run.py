@@ -6,7 +6,7 @@ Started by ``.ci/interop`` once the peers are installed. It starts every upstrea
 (tests/interop/matrix.py) on 127.0.0.1, provisions a gateway (tests/interop/setup.py: SQLite
 in a temporary folder, or the database that ``INTEROP_DATABASE_URL`` names, or
 ``<DATABASE_URL's name>_interop`` created next to it; Redis from ``INTEROP_REDIS_URL`` or
-``REDIS_URL`` with database 14), starts daphne, then has every client run every check twice,
+``REDIS_URL`` with database 13), starts daphne, then has every client run every check twice,
 directly against the upstream and through the gateway, all clients at once. It prints the
 matrix, writes every verdict to ``.cache/interop-results/`` (or ``$INTEROP_RESULTS``) and
 exits non-zero on a failure that tests/interop/expected-failures.txt does not list, or on an
@@ -50,7 +50,7 @@ PEERS_PYTHON = ROOT / ".cache" / "peers-venv" / "bin" / "python"
 NODE22 = ROOT / ".cache" / "node22" / "node_modules"
 INSPECTOR = NODE22 / ".bin" / "mcp-inspector"
 EXPECTED = HERE / "expected-failures.txt"
-REDIS_DB = 14
+REDIS_DB = 13
 
 
 def log(message: str) -> None:
