@@ -17,8 +17,11 @@ from typing import Any
 
 import pytest
 
+from connections.models import HealthCheck
 from connections.pool import UpstreamPool
+from connections.streamable import catalog_fetch_checked
 from connections.upstream import UpstreamError, UpstreamTarget
+from tests.factories import ConnectionFactory
 
 Handler = Callable[["Request", asyncio.StreamWriter, "Script"], Awaitable[bool]]
 
@@ -165,7 +168,7 @@ async def respond(request: Request, writer: asyncio.StreamWriter, script: Script
     if "id" not in message:  # a notification, or our answer to a server request
         writer.write(head(202, {"content-length": "0"}))
         return True
-    if rpc == "tools/call":
+    if rpc in ("tools/call", "ping"):
         return await script.call(request, writer, script)
     if rpc == "tools/list":
         json_reply(writer, 200, {"jsonrpc": "2.0", "id": message["id"], "result": {"tools": []}})
@@ -525,3 +528,67 @@ def test_queued_calls_never_wait_longer_than_the_call_timeout():
     # Queued calls that never got a slot were never sent.
     names = [r.message["params"]["name"] for r in script.seen("tools/call")]
     assert names.count("hang") == 2
+
+
+def test_a_health_check_fails_a_server_whose_handshake_works_but_whose_calls_fail():
+    async def calls_fail(request, writer, script):
+        payload = b"internal error: handler crashed"
+        writer.write(
+            head(500, {"content-type": "text/plain", "content-length": str(len(payload))}) + payload
+        )
+        return True
+
+    async def scenario():
+        async with scripted(calls_fail) as (script, target):
+            with pytest.raises(UpstreamError) as caught:
+                await catalog_fetch_checked(target)
+            return script, caught.value
+
+    script, error = run(scenario)
+    assert script.seen("tools/list")  # the SDK's handshake and listing went through
+    (ping,) = script.seen("ping")  # then a request the way calls go
+    assert ping.headers["mcp-session-id"] == "sess-1"
+    assert error.kind == "http"
+    assert error.message == "The upstream answered HTTP 500."
+    assert (
+        "HTTP 500" in error.detail and "ping" in error.detail and "handler crashed" in error.detail
+    )
+
+
+def test_a_health_check_of_a_server_that_answers_passes():
+    async def answers(request, writer, script):
+        json_reply(writer, 200, json.loads(answer(request, {})))
+        return True
+
+    async def scenario():
+        async with scripted(answers) as (script, target):
+            snapshot = await catalog_fetch_checked(target)
+            return script, snapshot
+
+    script, snapshot = run(scenario)
+    assert snapshot.server_name == "scripted"
+    assert len(script.seen("ping")) == 1
+
+
+@pytest.mark.parametrize("role", ["admin", "member"])
+def test_the_connection_page_shows_the_precise_failure_to_admins_only(client, admin, member, role):
+    person = admin if role == "admin" else member
+    connection = ConnectionFactory(
+        organization=person.organization,
+        status="error",
+        last_check_error="The upstream answered HTTP 500.",
+    )
+    HealthCheck.objects.create(
+        connection=connection,
+        checked_at=connection.updated_at,
+        ok=False,
+        error_kind="http",
+        error="The upstream answered HTTP 500.",
+        detail="HTTP 500 (text/plain) to POST /mcp ping on session sess-1: handler crashed",
+    )
+    client.force_login(person.user)
+
+    page = client.get(f"/connections/{connection.pk}").content.decode()
+
+    assert "The upstream answered HTTP 500." in page
+    assert ("handler crashed" in page) == (role == "admin")
