@@ -16,7 +16,7 @@ import pytest
 from connections.models import Connection
 from connections.pool import UpstreamPool
 from connections.services import connection_check_health, connection_create
-from connections.upstream import UpstreamTarget
+from connections.upstream import UpstreamError, UpstreamTarget
 from tests.connections.conftest import Peer
 
 BIG = 1_500_000  # over the 1 MiB per-event cap of the SDK's SSE readers
@@ -146,3 +146,30 @@ def test_a_health_check_shows_a_peer_whose_calls_work_as_active(org, peer):
     connection.refresh_from_db()
     assert connection.status == "active"
     assert Connection.objects.get(pk=connection.pk).last_check_error == ""
+
+
+@pytest.mark.parametrize(
+    "transport", ["streamable-http", "sse"], ids=["lean-path", "legacy-sse-sdk-path"]
+)
+def test_a_call_whose_server_dies_mid_call_fails_and_is_never_sent_again(
+    start_fastmcp1, tmp_path, transport
+):
+    calls_file = tmp_path / "calls.txt"
+    peer = start_fastmcp1("--calls-file", str(calls_file), transport=transport)
+
+    async def scenario():
+        pool = UpstreamPool()
+        target = target_of(peer)
+        first = await pool.call_tool(
+            connection_id="c", target=target, name="echo", arguments={"text": "up"}
+        )
+        with pytest.raises(UpstreamError) as caught:
+            await pool.call_tool(connection_id="c", target=target, name="crash", arguments={})
+        await pool.aclose()
+        return first, caught.value
+
+    first, error = asyncio.run(scenario())
+    assert text_of(first) == "up"
+    assert calls_file.read_text().split() == ["echo", "crash"]  # crash ran once, not twice
+    assert error.kind == "interrupted", (error.kind, error.message, error.detail)
+    assert "not sent again" in error.message

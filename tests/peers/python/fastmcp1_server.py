@@ -3,9 +3,11 @@ gateway's tests. Runs in the peers venv (``.cache/peers-venv``, made by
 ``.ci/install-python-peers``), never in the gateway's own environment (which has mcp 2.x).
 
     python fastmcp1_server.py PORT [--transport streamable-http|sse] [--stateless] [--json]
+                                   [--calls-file PATH]
 
 Binds 127.0.0.1 only. ``/calls`` (GET) answers how often each tool ran, so a test can
-prove a call ran exactly once.
+prove a call ran exactly once; ``--calls-file`` also appends each tool's name to a file,
+which outlives the process (the ``crash`` tool ends it mid-call).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import collections
 import json
+import os
 
 from mcp.server.fastmcp import Context, FastMCP
 from starlette.requests import Request
@@ -31,22 +34,36 @@ def build(args: argparse.Namespace) -> FastMCP:
         json_response=args.json,
     )
 
+    def ran(name: str) -> None:
+        CALLS[name] += 1
+        if args.calls_file:
+            with open(args.calls_file, "a") as log:
+                log.write(name + "\n")
+
     @server.tool()
     def echo(text: str) -> str:
         """Echo the text back."""
-        CALLS["echo"] += 1
+        ran("echo")
         return text
+
+    @server.tool()
+    async def crash(ctx: Context) -> str:
+        """Ends the server process while the call is in flight."""
+        ran("crash")
+        await ctx.info("about to crash")
+        await asyncio.sleep(0.2)
+        os._exit(1)
 
     @server.tool()
     def big(size: int) -> str:
         """A text of ``size`` bytes."""
-        CALLS["big"] += 1
+        ran("big")
         return "x" * size
 
     @server.tool()
     async def steps(count: int, ctx: Context) -> str:
         """Report progress ``count`` times and log a line, then answer."""
-        CALLS["steps"] += 1
+        ran("steps")
         for step in range(1, count + 1):
             await ctx.report_progress(step, count, f"step {step}")
             await ctx.info(f"working on step {step}")
@@ -56,7 +73,7 @@ def build(args: argparse.Namespace) -> FastMCP:
     @server.tool()
     def fail() -> str:
         """Always fails (an isError result)."""
-        CALLS["fail"] += 1
+        ran("fail")
         raise ValueError("this tool always fails")
 
     @server.custom_route("/calls", methods=["GET"])
@@ -72,6 +89,7 @@ def main() -> None:
     parser.add_argument("--transport", default="streamable-http")
     parser.add_argument("--stateless", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--calls-file", default="")
     args = parser.parse_args()
     print(json.dumps({"port": args.port}), flush=True)
     build(args).run(transport=args.transport)
