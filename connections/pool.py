@@ -245,8 +245,11 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + target.call_timeout
         try:
-            async with asyncio.timeout(target.call_timeout):
-                await session.semaphore.acquire()
+            if session.semaphore.locked():
+                async with asyncio.timeout(target.call_timeout):
+                    await session.semaphore.acquire()
+            else:
+                await session.semaphore.acquire()  # a free slot: no timer to arm
         except TimeoutError:
             raise UpstreamError(
                 "timeout",

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import ssl
 import threading
@@ -528,6 +529,9 @@ async def upstream_session(
         )
         if stderr is not None and failure.kind == "exited" and not opened:
             failure = await _explain_exit(target, stderr)
+        if not failure.detail and not target.is_stdio:
+            # (A stdio server's errors may quote its output, secrets included: none.)
+            failure.detail = _failure_detail(error, statuses=last_status, opened=opened)
         if failure.kind == "protocol" and not target.is_stdio:
             logger.warning("MCP session with %s failed", target.display, exc_info=error)
         elif failure.kind == "protocol":
@@ -539,6 +543,25 @@ async def upstream_session(
             await http_client.aclose()
         if stderr is not None:
             stderr.close()
+
+
+_QUERY = re.compile(r"\?[^\s'\"]*")
+
+
+def _failure_detail(error: BaseException, *, statuses: list[int], opened: bool) -> str:
+    """What failed, for admins: the HTTP statuses seen and each distinct error in the
+    chain (type and first line; query strings of URLs left out, they may hold keys)."""
+    parts = ["while opening the session" if not opened else "on the open session"]
+    if statuses:
+        parts.append("HTTP " + ", ".join(str(status) for status in statuses[-3:]))
+    seen: set[str] = set()
+    for leaf in _leaves(error):
+        for cause in _chain(leaf):
+            text = f"{type(cause).__name__}: {_QUERY.sub('?…', _short(cause))}"
+            if text not in seen:
+                seen.add(text)
+                parts.append(text)
+    return "; ".join(parts)[:DETAIL_MAX]
 
 
 async def _explain_exit(target: UpstreamTarget, stderr: _ChildStderr) -> UpstreamError:
