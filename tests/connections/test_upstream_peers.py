@@ -9,6 +9,8 @@ or the peers venv is missing."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from typing import Any
 
 import pytest
@@ -17,7 +19,8 @@ from connections.models import Connection
 from connections.pool import UpstreamPool
 from connections.services import connection_check_health, connection_create
 from connections.upstream import UpstreamError, UpstreamTarget
-from tests.connections.conftest import Peer
+from tests.connections.conftest import PEERS, Peer, _stop
+from tests.helpers import free_port, wait_for_port
 
 BIG = 1_500_000  # over the 1 MiB per-event cap of the SDK's SSE readers
 
@@ -173,3 +176,107 @@ def test_a_call_whose_server_dies_mid_call_fails_and_is_never_sent_again(
     assert calls_file.read_text().split() == ["echo", "crash"]  # crash ran once, not twice
     assert error.kind == "interrupted", (error.kind, error.message, error.detail)
     assert "not sent again" in error.message
+
+
+class CuttingProxy:
+    """A loopback TCP proxy that cuts the connection carrying the request that names
+    ``marker`` once the server's first progress notification has passed through it."""
+
+    def __init__(self, upstream_port: int, marker: bytes) -> None:
+        self.upstream_port, self.marker = upstream_port, marker
+        self.cuts = 0
+        self.requests: list[bytes] = []
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.server.close()
+
+    async def _serve(self, client_reader, client_writer) -> None:
+        server_reader, server_writer = await asyncio.open_connection(
+            "127.0.0.1", self.upstream_port
+        )
+        marked = asyncio.Event()
+
+        async def upstream() -> None:
+            while data := await client_reader.read(65536):
+                self.requests.append(data)
+                if self.marker in data and not self.cuts:
+                    marked.set()
+                server_writer.write(data)
+                await server_writer.drain()
+
+        async def downstream() -> None:
+            while data := await server_reader.read(65536):
+                client_writer.write(data)
+                await client_writer.drain()
+                if marked.is_set() and b"notifications/progress" in data:
+                    self.cuts += 1
+                    return  # cut: the answer's stream drops mid-call
+
+        tasks = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        for writer in (client_writer, server_writer):
+            writer.close()
+
+
+@pytest.fixture
+def resumable_peer():
+    """A TypeScript-SDK McpServer with the SDK's InMemoryEventStore (tests/peers/ts)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed: cannot run the TypeScript SDK peer")
+    if not (PEERS / "node_modules" / "@modelcontextprotocol" / "sdk").exists():
+        pytest.skip("tests/peers is not installed: run .ci/install-peers")
+    port = free_port()
+    process = subprocess.Popen(
+        [node, str(PEERS / "ts" / "resumable_server.cjs"), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield Peer(url=f"http://127.0.0.1:{port}/mcp", transport="streamable-http", port=port)
+    finally:
+        _stop(process)
+
+
+def test_a_stream_cut_mid_call_is_resumed_from_the_typescript_sdks_event_store(resumable_peer):
+    # (server-everything's own event store answers a resume with the wrong stream id, so
+    # nothing after the cut ever reaches the resumed stream: the SDK's store is used here.)
+    async def scenario():
+        proxy = CuttingProxy(resumable_peer.port, b'"slow"')
+        async with proxy as port:
+            pool = UpstreamPool()
+            target = target_of(
+                Peer(url=f"http://127.0.0.1:{port}/mcp", transport="streamable-http")
+            )
+            progress: list[float] = []
+
+            async def on_progress(value, total, message):
+                progress.append(value)
+
+            result = await pool.call_tool(
+                connection_id="c",
+                target=target,
+                name="slow",
+                arguments={"steps": 4},
+                progress=on_progress,
+            )
+            resumed = next(iter(pool._sessions.values())).channel.resumed
+            await pool.aclose()
+        return proxy, result, progress, resumed
+
+    proxy, result, progress, resumed = asyncio.run(scenario())
+    assert proxy.cuts == 1
+    assert resumed == 1
+    assert text_of(result) == "done 4"
+    assert progress == [1.0, 2.0, 3.0, 4.0]
+    # Sent once; the rest of its stream came through a GET carrying Last-Event-ID.
+    sent = b"".join(proxy.requests)
+    assert sent.count(b'"slow"') == 1
+    assert b"last-event-id:" in sent.lower()
