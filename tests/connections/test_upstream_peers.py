@@ -19,7 +19,8 @@ from connections.models import Connection
 from connections.pool import UpstreamPool
 from connections.services import connection_check_health, connection_create
 from connections.upstream import UpstreamError, UpstreamTarget
-from tests.connections.conftest import PEERS, Peer, _stop
+from tests.connections.conftest import PEERS as PEERS_DIR
+from tests.connections.conftest import Peer, _stop
 from tests.helpers import free_port, wait_for_port
 
 BIG = 1_500_000  # over the 1 MiB per-event cap of the SDK's SSE readers
@@ -230,11 +231,11 @@ def resumable_peer():
     node = shutil.which("node")
     if node is None:
         pytest.skip("Node.js is not installed: cannot run the TypeScript SDK peer")
-    if not (PEERS / "node_modules" / "@modelcontextprotocol" / "sdk").exists():
+    if not (PEERS_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").exists():
         pytest.skip("tests/peers is not installed: run .ci/install-peers")
     port = free_port()
     process = subprocess.Popen(
-        [node, str(PEERS / "ts" / "resumable_server.cjs"), str(port)],
+        [node, str(PEERS_DIR / "ts" / "resumable_server.cjs"), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
