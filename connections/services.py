@@ -40,8 +40,8 @@ from connections.models import (
     UpstreamCredential,
 )
 from connections.outbound import literal_address_refusal
+from connections.probe import catalog_fetch_checked
 from connections.signals import catalog_changed
-from connections.streamable import catalog_fetch_checked
 from connections.upstream import (
     CatalogSnapshot,
     UpstreamError,

@@ -43,19 +43,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
-import httpx2
 from mcp import Client
 
 from connections import wirejson
 from connections.eventstream import ANSWER_MAX_BYTES, EventStreamParser, EventTooLarge
+from connections.http1 import (
+    HEAD_LIMIT,
+    Connection,
+    ConnectionClosed,
+    Response,
+    body_chunks,
+    keepalive_seconds,
+    read_body,
+    read_head,
+    snippet,
+    tls_context,
+)
 from connections.outbound import UpstreamAddressRefused, open_guarded_connection
 from connections.upstream import (
-    CatalogSnapshot,
     SessionWire,
     UpstreamError,
     UpstreamTarget,
-    catalog_fetch_with,
-    upstream_session,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,15 +79,11 @@ _LIST_CHANGED: Final = {
     "notifications/resources/list_changed": "resources",
     "notifications/prompts/list_changed": "prompts",
 }
-_HEAD_LIMIT: Final = 64 * 1024
 _DRAIN_SECONDS: Final = 30.0
 # A stream a server keeps closing early ("polling") is resumed at most this often
 # per request; the call timeout bounds it too.
 _RESUMES_MAX: Final = 50
 _RETRY_MAX_SECONDS: Final = 5.0
-# A server that announces ``Keep-Alive: timeout=N`` closes idle connections after
-# N s: stop reusing them this much earlier, so our request never crosses its close.
-_KEEPALIVE_MARGIN: Final = 1.0
 _DRAIN_AFTER: Final = 256 * 1024  # wait for the socket to take requests larger than this
 
 
@@ -98,32 +102,6 @@ class SessionLost(Exception):
 
 class NotSent(ConnectionError):
     """The request never reached the upstream (connect failed): safe to send again."""
-
-
-class _Closed(ConnectionError):
-    """The connection ended before a byte of the answer."""
-
-
-class _Connection:
-    __slots__ = ("idle_until", "reader", "used", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer, self.used = reader, writer, False
-        self.idle_until = 0.0
-
-    def usable(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
-class _Response:
-    __slots__ = ("headers", "status")
-
-    def __init__(self, status: int, headers: dict[str, str]) -> None:
-        self.status, self.headers = status, headers
 
 
 class _Call:
@@ -183,9 +161,9 @@ class StreamableChannel:
         self._stamp = stamp
         self._on_list_changed = on_list_changed
         self.on_notification = on_notification
-        self._idle: list[_Connection] = []
+        self._idle: list[Connection] = []
         self._background: set[asyncio.Task[Any]] = set()
-        self._ssl: ssl.SSLContext | None = _tls_context() if self._tls else None
+        self._ssl: ssl.SSLContext | None = tls_context() if self._tls else None
         self._closed = False
         self._keepalive: float | None = None
         self.connections_opened = 0
@@ -252,8 +230,8 @@ class StreamableChannel:
                 connection.writer.write(message)
                 if len(message) > _DRAIN_AFTER:
                     await connection.writer.drain()
-                response = await self._read_head(connection)
-            except _Closed as error:
+                response = await self._head(connection)
+            except ConnectionClosed as error:
                 raise self._interrupted(call, f"{error} after the request was sent") from None
             except (ConnectionError, OSError) as error:
                 raise self._interrupted(call, f"{type(error).__name__}: {error}") from None
@@ -273,7 +251,7 @@ class StreamableChannel:
             detail=f"{what} ({call.events} event(s) of the answer read).",
         )
 
-    def _release(self, connection: _Connection) -> None:
+    def _release(self, connection: Connection) -> None:
         if self._closed or not connection.usable():
             connection.close()
             return
@@ -281,7 +259,7 @@ class StreamableChannel:
             connection.idle_until = time.monotonic() + self._keepalive
         self._idle.append(connection)
 
-    async def _acquire(self) -> _Connection:
+    async def _acquire(self) -> Connection:
         if self._closed:
             raise NotSent("the session is closed")
         while self._idle:
@@ -299,55 +277,23 @@ class StreamableChannel:
                 self._port,
                 ssl_context=self._ssl,
                 timeout=self.target.connect_timeout,
-                limit=_HEAD_LIMIT * 16,
+                limit=HEAD_LIMIT * 16,
             )
         except UpstreamAddressRefused as error:
             raise UpstreamError("refused", str(error)) from None
         except OSError as error:
             raise NotSent(str(error) or type(error).__name__) from error
         self.connections_opened += 1
-        return _Connection(reader, writer)
+        return Connection(reader, writer)
 
-    async def _read_head(self, connection: _Connection) -> _Response:
-        try:
-            head = await connection.reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as error:
-            if not error.partial:
-                raise _Closed("the upstream closed the connection") from None
-            raise ConnectionResetError("the upstream closed the connection mid-answer") from None
-        except (ConnectionResetError, BrokenPipeError):
-            raise _Closed("the upstream reset the connection") from None
-        except asyncio.LimitOverrunError:
-            raise UpstreamError(
-                "protocol",
-                "The upstream sent oversized HTTP headers.",
-                detail=f"The answer's HTTP head was over {_HEAD_LIMIT * 16} bytes.",
-            ) from None
-        lines = head.decode("latin-1").split("\r\n")
-        try:
-            status = int(lines[0].split(" ", 2)[1])
-        except (IndexError, ValueError):
-            raise UpstreamError(
-                "protocol",
-                "The upstream's answer was not HTTP/1.1.",
-                detail=f"Status line: {lines[0][:200]!r}",
-            ) from None
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if not line:
-                continue
-            name, _, value = line.partition(":")
-            key = name.strip().lower()
-            value = value.strip()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        if status == 100:
-            return await self._read_head(connection)
-        if "keep-alive" in headers:
-            self._keepalive = _keepalive_seconds(headers["keep-alive"])
-        return _Response(status, headers)
+    async def _head(self, connection: Connection) -> Response:
+        response = await read_head(connection)
+        if "keep-alive" in response.headers:
+            self._keepalive = keepalive_seconds(response.headers["keep-alive"])
+        return response
 
     async def _answer(
-        self, connection: _Connection, response: _Response, call: _Call
+        self, connection: Connection, response: Response, call: _Call
     ) -> tuple[Any, str]:
         """(the JSON-RPC answer, what becomes of the connection: keep, close or handed)."""
         content_type = response.headers.get("content-type", "").lower()
@@ -355,7 +301,7 @@ class StreamableChannel:
         if content_type.startswith("text/event-stream") and response.status == 200:
             return await self._answer_sse(connection, response, call, keep)
         try:
-            body = await _read_body(connection.reader, response.headers)
+            body = await read_body(connection.reader, response.headers)
         except (ConnectionError, asyncio.IncompleteReadError) as error:
             raise self._interrupted(call, f"reading the JSON answer: {error}") from None
         if response.status == 200 and content_type.startswith("application/json"):
@@ -371,8 +317,8 @@ class StreamableChannel:
         detail = (
             f"HTTP {response.status} ({content_type or 'no content type'}) to "
             f"POST {self._path} {call.method}"
-            + (" on session " + _short_id(self._session_id) if self._session_id else "")
-            + (f": {_snippet(body)}" if body else "")
+            + (" on session " + short_id(self._session_id) if self._session_id else "")
+            + (f": {snippet(body)}" if body else "")
         )
         if response.status == 401:
             raise UpstreamError(
@@ -398,13 +344,13 @@ class StreamableChannel:
         )
 
     async def _answer_sse(
-        self, connection: _Connection, response: _Response, call: _Call, keep: str
+        self, connection: Connection, response: Response, call: _Call, keep: str
     ) -> tuple[Any, str]:
         parser = EventStreamParser(max_event_bytes=ANSWER_MAX_BYTES)
         original, handed = connection, False
         try:
             for _ in range(_RESUMES_MAX + 1):
-                chunks = _body_chunks(connection.reader, response.headers)
+                chunks = body_chunks(connection.reader, response.headers)
                 messages = self._stream_messages(chunks, parser, call)
                 try:
                     async for message in messages:
@@ -438,7 +384,7 @@ class StreamableChannel:
             if connection is not original and not handed:
                 connection.close()
 
-    async def _resume(self, event_id: str, call: _Call, why: str) -> tuple[_Connection, _Response]:
+    async def _resume(self, event_id: str, call: _Call, why: str) -> tuple[Connection, Response]:
         headers = {k: v for k, v in self._fixed.items() if k != "content-type"}
         headers["accept"] = "text/event-stream"
         headers["last-event-id"] = event_id
@@ -456,7 +402,7 @@ class StreamableChannel:
         connection.used = True
         try:
             connection.writer.write(head.encode("latin-1") + b"\r\n")
-            response = await self._read_head(connection)
+            response = await self._head(connection)
         except (ConnectionError, OSError) as error:
             connection.close()
             raise self._interrupted(call, f"{why}; resuming it failed: {error}") from None
@@ -497,7 +443,7 @@ class StreamableChannel:
                             yield item
 
     async def _drain(
-        self, connection: _Connection, messages: AsyncIterator[dict[str, Any]], keep: bool
+        self, connection: Connection, messages: AsyncIterator[dict[str, Any]], keep: bool
     ) -> None:
         try:
             async with asyncio.timeout(_DRAIN_SECONDS):
@@ -562,8 +508,8 @@ class StreamableChannel:
                 connection = await self._acquire()
                 try:
                     connection.writer.write(self._request_line + head + b"\r\n" + payload)
-                    response = await self._read_head(connection)
-                    await _read_body(connection.reader, response.headers)
+                    response = await self._head(connection)
+                    await read_body(connection.reader, response.headers)
                 finally:
                     connection.close()
 
@@ -608,149 +554,9 @@ def channel_for(
     )
 
 
-async def catalog_fetch_checked(target: UpstreamTarget) -> CatalogSnapshot:
-    """Open a session, fetch the whole catalog, then prove that calls can go through.
-
-    The handshake and the listing go through the SDK, but on Streamable HTTP the
-    calls go through ``StreamableChannel``: a ``ping`` over it, with the session id
-    the handshake gave, checks what calls use (how the server answers requests,
-    whether it keeps its session), so a server whose calls fail is not shown
-    active. Any JSON-RPC answer counts, an error included. Legacy SSE and stdio
-    calls use the SDK session the listing just used. Raises ``UpstreamError``
-    with a ``detail`` for admins.
-    """
-    wire = SessionWire()
-    async with upstream_session(target, wire=wire) as client:
-        snapshot = await catalog_fetch_with(client, call_timeout=target.call_timeout)
-        if target.transport != "streamable-http":
-            return snapshot
-        channel = channel_for(client, target, wire)
-        try:
-            await channel.request("ping", None, timeout=target.call_timeout)
-        except UpstreamJsonRpcError:
-            pass  # answered: requests reach it and come back
-        except SessionLost:
-            raise UpstreamError(
-                "protocol",
-                "The server does not accept the session it opened: calls would fail.",
-                detail=f"A ping right after the handshake was answered HTTP 404 for session "
-                f"{_short_id(wire.session_id or '')} (the id its initialize answer gave).",
-            ) from None
-        except NotSent as error:
-            raise UpstreamError(
-                "unreachable",
-                f"Could not connect to {target.display} for calls ({error}).",
-                detail=f"The handshake worked, but a new connection for a ping failed: {error}",
-            ) from None
-        finally:
-            channel.close()
-    return snapshot
-
-
-_TLS: list[ssl.SSLContext] = []
-
-
-def _tls_context() -> ssl.SSLContext:
-    """The TLS settings of the SDK path's client (httpx2's, environment ignored), made once."""
-    if not _TLS:
-        _TLS.append(httpx2.create_ssl_context(trust_env=False))
-    return _TLS[0]
-
-
-def _keepalive_seconds(value: str) -> float | None:
-    """How long an idle connection may be reused, from ``Keep-Alive: timeout=N``."""
-    for part in value.split(","):
-        name, _, number = part.strip().partition("=")
-        if name.strip().lower() == "timeout":
-            try:
-                return max(float(number) - _KEEPALIVE_MARGIN, 0.0)
-            except ValueError:
-                return None
-    return None
-
-
-def _short_id(session_id: str) -> str:
+def short_id(session_id: str) -> str:
+    """The start of a session id, enough to tell sessions apart in a message."""
     return session_id[:8] + "…" if len(session_id) > 8 else session_id
-
-
-def _snippet(body: bytes) -> str:
-    text = body[:300].decode("utf-8", "replace").strip()
-    return text + ("…" if len(body) > 300 else "")
-
-
-# --- HTTP/1.1 bodies ------------------------------------------------------------------------
-
-
-def _too_large() -> UpstreamError:
-    return UpstreamError(
-        "protocol",
-        "The upstream's answer was too large.",
-        detail=f"The answer body was over {ANSWER_MAX_BYTES} bytes.",
-    )
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    length = headers.get("content-length")
-    if length is not None and "chunked" not in headers.get("transfer-encoding", "").lower():
-        try:
-            size = int(length)
-        except ValueError:
-            raise UpstreamError(
-                "protocol",
-                "The upstream sent a bad Content-Length.",
-                detail=f"Content-Length: {length[:50]!r}",
-            ) from None
-        if size > ANSWER_MAX_BYTES:
-            raise _too_large()
-        return await _exactly(reader, size)
-    parts: list[bytes] = []
-    total = 0
-    async for chunk in _body_chunks(reader, headers):
-        total += len(chunk)
-        if total > ANSWER_MAX_BYTES:
-            raise _too_large()
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-async def _exactly(reader: asyncio.StreamReader, size: int) -> bytes:
-    try:
-        return await reader.readexactly(size)
-    except asyncio.IncompleteReadError:
-        raise ConnectionResetError("the upstream closed the connection mid-answer") from None
-
-
-async def _body_chunks(
-    reader: asyncio.StreamReader, headers: dict[str, str]
-) -> AsyncIterator[bytes]:
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        while True:
-            try:
-                line = await reader.readuntil(b"\r\n")
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except (asyncio.IncompleteReadError, ValueError, asyncio.LimitOverrunError):
-                raise ConnectionResetError("the upstream broke a chunked answer") from None
-            if size == 0:
-                with contextlib.suppress(asyncio.IncompleteReadError):
-                    while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                        pass
-                return
-            if size > ANSWER_MAX_BYTES:
-                raise _too_large()
-            chunk = await _exactly(reader, size + 2)
-            yield chunk[:-2]
-    length = headers.get("content-length")
-    if length is not None:
-        remaining = int(length)
-        while remaining > 0:
-            chunk = await reader.read(min(remaining, 65536))
-            if not chunk:
-                raise ConnectionResetError("the upstream closed the connection mid-answer")
-            remaining -= len(chunk)
-            yield chunk
-        return
-    while chunk := await reader.read(65536):  # delimited by the connection's end
-        yield chunk
 
 
 def _parse(body: bytes, *, what: str) -> Any:
@@ -760,7 +566,7 @@ def _parse(body: bytes, *, what: str) -> Any:
         raise UpstreamError(
             "protocol",
             "The upstream's answer was not valid JSON.",
-            detail=f"{what} was not JSON ({error}): {_snippet(body)}",
+            detail=f"{what} was not JSON ({error}): {snippet(body)}",
         ) from None
 
 

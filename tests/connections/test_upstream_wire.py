@@ -19,7 +19,7 @@ import pytest
 
 from connections.models import HealthCheck
 from connections.pool import UpstreamPool
-from connections.streamable import catalog_fetch_checked
+from connections.probe import catalog_fetch_checked
 from connections.upstream import UpstreamError, UpstreamTarget
 from tests.factories import ConnectionFactory
 
