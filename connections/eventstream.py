@@ -99,9 +99,12 @@ class EventStreamParser:
             self._pending += chunk[: end + 1]
             lines = bytes(self._pending).split(b"\n")
             self._pending.clear()
+        elif end == len(chunk) - 1:
+            lines = chunk.split(b"\n")  # the usual chunk: whole lines, no copy
         else:
             lines = chunk[: end + 1].split(b"\n")
-        self._pending += chunk[end + 1 :]
+        if end < len(chunk) - 1:
+            self._pending += chunk[end + 1 :]
         lines.pop()  # after the last line end: empty
         events: list[ServerSentEvent] = []
         for line in lines:
@@ -109,9 +112,14 @@ class EventStreamParser:
                 event = self._dispatch()
                 if event is not None:
                     events.append(event)
+            elif line[:5] == b"data:":  # the common field, without a method call
+                value = line[6:] if line[5:6] == b" " else line[5:]
+                self._data.append(value)
+                self._data_size += len(value) + 1
             elif line[0] != 0x3A:  # ":" starts a comment
                 self._field(line)
-        self._check_size()
+        if self._data_size + len(self._pending) > self.max_event_bytes:
+            self._check_size()
         return events
 
     def reset(self) -> None:

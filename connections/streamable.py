@@ -230,7 +230,9 @@ class StreamableChannel:
                 connection.writer.write(message)
                 if len(message) > _DRAIN_AFTER:
                     await connection.writer.drain()
-                response = await self._head(connection)
+                response = await read_head(connection)
+                if "keep-alive" in response.headers:
+                    self._keepalive = keepalive_seconds(response.headers["keep-alive"])
             except ConnectionClosed as error:
                 raise self._interrupted(call, f"{error} after the request was sent") from None
             except (ConnectionError, OSError) as error:
