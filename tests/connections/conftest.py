@@ -161,7 +161,10 @@ def start_everything():
     if node is None:
         pytest.skip("Node.js is not installed: cannot run the npm server-everything peer")
     if not EVERYTHING_JS.exists():
-        pytest.skip("tests/peers is not installed: run .ci/install-peers")
+        pytest.fail(
+            "tests/peers is not installed: run .ci/install-peers (make test does it first)",
+            pytrace=False,
+        )
     processes: list[subprocess.Popen[bytes]] = []
     # loopback.cjs makes the server bind 127.0.0.1 only.
     command = (node, "--require", str(PEERS / "loopback.cjs"), str(EVERYTHING_JS))

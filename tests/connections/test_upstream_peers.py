@@ -232,7 +232,10 @@ def resumable_peer():
     if node is None:
         pytest.skip("Node.js is not installed: cannot run the TypeScript SDK peer")
     if not (PEERS_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").exists():
-        pytest.skip("tests/peers is not installed: run .ci/install-peers")
+        pytest.fail(
+            "tests/peers is not installed: run .ci/install-peers (make test does it first)",
+            pytrace=False,
+        )
     port = free_port()
     process = subprocess.Popen(
         [node, str(PEERS_DIR / "ts" / "resumable_server.cjs"), str(port)],
