@@ -51,14 +51,11 @@ needs_redis = pytest.mark.skipif(
 
 
 # server-everything over stdio reaches the gateway through the SDK's session; over
-# Streamable HTTP through the lean request path, which does not read the priming
-# event this server starts every SSE answer with (issue: the wire work fixes it).
-LEAN_PATH_PRIMING = pytest.mark.xfail(
-    strict=True, reason="the lean path mistakes server-everything's priming event for the answer"
-)
+# stdio goes through the SDK session; Streamable HTTP through the pool's lean request
+# path, which must read the priming event this server starts every SSE answer with.
 EVERYTHING_MODES = [
     pytest.param("stdio", id="everything-stdio"),
-    pytest.param("streamableHttp", id="everything-http", marks=LEAN_PATH_PRIMING),
+    pytest.param("streamableHttp", id="everything-http"),
 ]
 
 
