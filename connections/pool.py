@@ -75,6 +75,41 @@ ListChangedFn = Callable[[str, str, Client], Awaitable[None]]
 """``on_list_changed(connection_id, kind, client)``; kind is tools, resources or prompts."""
 
 
+# Longest wait, after an SDK-path answer, for progress callbacks that started before it.
+PROGRESS_SETTLE_SECONDS: Final = 1.0
+
+
+class _ProgressGate:
+    """The SDK runs each progress callback in a task of its own, so the answer can
+    overtake the last progress notification on its way to the client, which then
+    drops it (progress after the result is for no request). Every callback that
+    started before the answer arrived (the SDK spawned it before reading the answer,
+    so it ran first) is finished before the answer is returned."""
+
+    __slots__ = ("_idle", "_progress", "_running")
+
+    def __init__(self, progress: ProgressFnT) -> None:
+        self._progress = progress
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self._running += 1
+        self._idle.clear()
+        try:
+            await self._progress(progress, total, message)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+
+    async def settled(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+
+
 class UpstreamCallError(Exception):
     """The upstream answered a request with a JSON-RPC error; relay it as such."""
 
@@ -309,12 +344,15 @@ class UpstreamPool:
                         on_notification=on_notification,
                         timeout=remaining,
                     )
+                gate = _ProgressGate(progress) if progress is not None else None
                 result: dict[str, Any] = await client.session.send_request(
                     build(),
                     _RAW_RESULT,
                     request_read_timeout_seconds=remaining,
-                    progress_callback=progress,
+                    progress_callback=gate,
                 )
+                if gate is not None:
+                    await gate.settled(PROGRESS_SETTLE_SECONDS)
                 return result
             except (MCPError, UpstreamJsonRpcError) as error:
                 code, message, data = _error_parts(error)

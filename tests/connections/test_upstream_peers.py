@@ -284,3 +284,44 @@ def test_a_stream_cut_mid_call_is_resumed_from_the_typescript_sdks_event_store(r
     sent = b"".join(proxy.requests)
     assert sent.count(b'"slow"') == 1
     assert b"last-event-id:" in sent.lower()
+
+
+SDK_PATH_PEERS = [
+    pytest.param(("everything", "stdio"), id="everything-stdio"),
+    pytest.param(("everything", "sse"), id="everything-sse"),
+    pytest.param(("fastmcp1", ("sse",)), id="fastmcp1-sse"),
+]
+
+
+@pytest.mark.parametrize("peer", SDK_PATH_PEERS, indirect=True)
+def test_every_progress_notification_is_handled_before_the_answer_on_the_sdk_path(peer, request):
+    """The SDK runs progress callbacks in tasks of their own: a callback that is still
+    relaying the last step (to a client stream on another instance, say) when the
+    answer arrives must finish first, or the client gets the result before the step
+    and drops it."""
+    everything = request.node.callspec.id.startswith("everything")
+
+    async def scenario():
+        pool = UpstreamPool()
+        relayed: list[float] = []
+
+        async def slow_relay(value, total, message):
+            await asyncio.sleep(0.05)
+            relayed.append(value)
+
+        if everything:
+            name, arguments = "trigger-long-running-operation", {"duration": 0.3, "steps": 3}
+        else:
+            name, arguments = "steps", {"count": 3}
+        await pool.call_tool(
+            connection_id="c",
+            target=target_of(peer),
+            name=name,
+            arguments=arguments,
+            progress=slow_relay,
+        )
+        seen_at_answer = list(relayed)
+        await pool.aclose()
+        return seen_at_answer
+
+    assert asyncio.run(scenario()) == [1.0, 2.0, 3.0]
