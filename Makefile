@@ -40,6 +40,11 @@ format: install
 clean:
 	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache
 
+## The interop suite: third-party MCP servers and clients through a live gateway (.ci/interop)
+.PHONY: interop
+interop: install
+	bash .ci/interop
+
 ## Benchmarks: direct vs FastMCP's proxy vs the gateway (benchmarks/README.md);
 ## e.g. make bench BENCH_ARGS=--quick, or with DATABASE_URL and REDIS_URL set (production path)
 .PHONY: bench

@@ -18,20 +18,35 @@ from audit.exports import export_response
 from audit.models import AuditRecord, ManagementEvent
 from audit.selectors import audit_retention_days
 from audit.services import audit_policy_set
-from gateway_project.api_errors import error_response, request_body_object
+from gateway_project.api_errors import ErrorSerializer, error_response, request_body_object
 from oauth.permissions import IsAdminOrReadOnly, IsOrganizationMember, api_membership
 
 NOT_FOUND = "Audit record not found"
 
+
+def _or_blank(schema: dict[str, Any]) -> dict[str, Any]:
+    """A filter sent blank is no filter (as in the Activity page's form)."""
+    return {"oneOf": [schema, {"type": "string", "maxLength": 0}]}
+
+
 FILTER_PARAMETERS = [
-    OpenApiParameter("endpoint", str, description="endpoint id"),
-    OpenApiParameter("connection", str, description="connection (server) id"),
+    OpenApiParameter(
+        "endpoint", _or_blank({"type": "string", "format": "uuid"}), description="endpoint id"
+    ),
+    OpenApiParameter(
+        "connection",
+        _or_blank({"type": "string", "format": "uuid"}),
+        description="connection (server) id",
+    ),
     OpenApiParameter("tool", str, description="public tool or prompt name, or resource URI"),
-    OpenApiParameter("user", int, description="user id"),
+    OpenApiParameter("user", _or_blank({"type": "integer"}), description="user id"),
     OpenApiParameter("client", str, description="OAuth client or API token name"),
-    OpenApiParameter("status", str, enum=["success", "tool_error", "error", "refused"]),
-    OpenApiParameter("since", OpenApiTypes.DATETIME),
-    OpenApiParameter("until", OpenApiTypes.DATETIME),
+    OpenApiParameter(
+        "status",
+        {"type": "string", "enum": ["success", "tool_error", "error", "refused", ""]},
+    ),
+    OpenApiParameter("since", _or_blank({"type": "string", "format": "date-time"})),
+    OpenApiParameter("until", _or_blank({"type": "string", "format": "date-time"})),
     OpenApiParameter("q", str, description="text in the tool name or the error message"),
 ]
 
@@ -168,7 +183,7 @@ class AuditLogListApi(APIView):
         ],
         responses={
             200: inline_serializer(
-                "AuditLogPage",
+                "AuditRecordPage",
                 {
                     "records": AuditRecordSerializer(many=True),
                     "nextCursor": serializers.CharField(allow_null=True),
@@ -185,7 +200,8 @@ class AuditLogListApi(APIView):
                         "(admins and auditors; null for members).",
                     ),
                 },
-            )
+            ),
+            400: ErrorSerializer,
         },
     )
     def get(self, request: Request) -> Response:
@@ -216,7 +232,10 @@ class AuditLogListApi(APIView):
 class AuditLogDetailApi(APIView):
     permission_classes = [IsOrganizationMember]
 
-    @extend_schema(operation_id="audit_logs_retrieve", responses={200: AuditRecordDetailSerializer})
+    @extend_schema(
+        operation_id="audit_logs_retrieve",
+        responses={200: AuditRecordDetailSerializer, 404: ErrorSerializer},
+    )
     def get(self, request: Request, record_id: str) -> Response:
         membership = api_membership(request)
         assert membership is not None
@@ -239,8 +258,16 @@ class AuditLogExportApi(APIView):
 
     @extend_schema(
         operation_id="audit_logs_export",
-        parameters=FILTER_PARAMETERS,
-        responses={200: OpenApiTypes.BINARY},
+        parameters=[
+            OpenApiParameter("fmt", str, OpenApiParameter.PATH, enum=["jsonl", "csv"]),
+            *FILTER_PARAMETERS,
+        ],
+        responses={
+            (200, "application/x-ndjson"): OpenApiTypes.BINARY,
+            (200, "text/csv"): OpenApiTypes.BINARY,
+            400: ErrorSerializer,
+            404: ErrorSerializer,
+        },
     )
     def get(self, request: Request, fmt: str) -> HttpResponseBase:
         membership = api_membership(request)
@@ -262,7 +289,12 @@ class AuditEventListApi(APIView):
     permission_classes = [IsOrganizationMember]
 
     @extend_schema(
-        operation_id="audit_events_list", responses={200: ManagementEventSerializer(many=True)}
+        operation_id="audit_events_list",
+        responses={
+            200: inline_serializer(
+                "ManagementEventList", {"events": ManagementEventSerializer(many=True)}
+            )
+        },
     )
     def get(self, request: Request) -> Response:
         membership = api_membership(request)
@@ -291,9 +323,14 @@ class AuditPolicyApi(APIView):
 
     @extend_schema(
         operation_id="audit_policy_partial_update",
-        request=inline_serializer("AuditPolicyIn", {"retentionDays": serializers.IntegerField()}),
+        request=inline_serializer(
+            "AuditPolicyIn",
+            {"retentionDays": serializers.IntegerField(min_value=1, max_value=36_500)},
+        ),
         responses={
-            200: inline_serializer("AuditPolicyOut", {"retentionDays": serializers.IntegerField()})
+            200: inline_serializer("AuditPolicyOut", {"retentionDays": serializers.IntegerField()}),
+            400: ErrorSerializer,
+            403: ErrorSerializer,
         },
     )
     def patch(self, request: Request) -> Response:

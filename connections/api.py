@@ -20,15 +20,15 @@ from connections.models import (
     Transport,
     UpstreamCredential,
 )
-from gateway_project.api_errors import StrictInputSerializer, error_response, request_body_object
+from gateway_project.api_errors import (
+    ErrorSerializer,
+    StrictInputSerializer,
+    error_response,
+    request_body_object,
+)
 from oauth.permissions import IsAdminOrReadOnly, IsOrganizationMember, api_membership
 
 NOT_FOUND = "MCP connection not found"
-
-
-class ErrorSerializer(serializers.Serializer[Any]):
-    error = serializers.CharField()
-    details = serializers.DictField(required=False)
 
 
 class ConnectionOutSerializer(serializers.ModelSerializer[Connection]):

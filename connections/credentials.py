@@ -23,6 +23,7 @@ error naming the page where the user signs in again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -654,9 +655,28 @@ def _registration_for(
         and (current.method != "cimd" or current.client_id == client_id_url)
     ):
         return current
-    if discovery.metadata.client_id_metadata_document_supported and upstream_oauth.cimd_usable(
-        client_id_url
-    ):
+    cimd_refused = upstream_oauth.cimd_refused(connection.oauth_client)
+    use_cimd = (
+        not cimd_refused
+        and bool(discovery.metadata.client_id_metadata_document_supported)
+        and upstream_oauth.cimd_usable(client_id_url)
+    )
+    if use_cimd and discovery.metadata.registration_endpoint is not None:
+        # A server that cannot fetch the document refuses the client id; where it
+        # offers dynamic registration, that is used instead (and remembered).
+        try:
+            cimd_refused = async_to_sync(upstream_oauth.client_id_refused)(
+                str(discovery.metadata.authorization_endpoint),
+                client_id=client_id_url,
+                redirect_uri=oauth_redirect_uri(),
+                resource=discovery.resource,
+                scope=connection.oauth_scopes or discovery.scope,
+                timeout=float(connection.connect_timeout_seconds),
+            )
+        except upstream_oauth.UpstreamOAuthError as error:
+            raise SignInError(error.message) from None
+        use_cimd = not cimd_refused
+    if use_cimd:
         registration = upstream_oauth.ClientRegistration(
             method="cimd",
             client_id=client_id_url,
@@ -675,6 +695,8 @@ def _registration_for(
             )
         except upstream_oauth.UpstreamOAuthError as error:
             raise SignInError(error.message) from None
+        if cimd_refused:
+            registration = dataclasses.replace(registration, cimd_refused=True)
     connection.oauth_client = registration.as_json()
     connection.save(update_fields=["oauth_client", "updated_at"])
     if registration.client_secret:
@@ -683,7 +705,7 @@ def _registration_for(
         connection=connection,
         change="oauth_client_registered",
         actor=actor,
-        details={"registration": registration.method},
+        details={"registration": registration.method, "cimd_refused": cimd_refused},
     )
     return registration
 
@@ -805,9 +827,13 @@ def oauth_sign_in_finish(*, user: Any, params: dict[str, str]) -> SignInResult:
             timeout=float(connection.connect_timeout_seconds),
         )
     except upstream_oauth.TokenRefused as error:
-        if error.error == "invalid_client" and registration.method == "dcr":
-            # The server forgot the gateway's registration: register again next time.
-            Connection.objects.filter(pk=connection.pk).update(oauth_client=None)
+        if error.error == "invalid_client" and registration.method in ("dcr", "cimd"):
+            # The server forgot the gateway's registration, or could not fetch its client
+            # ID metadata document: register again next time, dynamically after a CIMD.
+            refused = registration.method == "cimd" or registration.cimd_refused
+            Connection.objects.filter(pk=connection.pk).update(
+                oauth_client={"cimd_refused": True} if refused else None
+            )
         raise SignInError(
             f"The server refused the sign-in's code ({error.error}): start again."
         ) from None

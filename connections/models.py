@@ -395,6 +395,9 @@ class HealthCheck(models.Model):
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     error_kind = models.CharField(max_length=32, blank=True)
     error = models.CharField(max_length=500, blank=True)
+    # The precise failure on the wire (HTTP status and body, parse error, session
+    # problem) for admins; ``error`` is the short reason everyone sees.
+    detail = models.TextField(blank=True)
     protocol_version = models.CharField(max_length=32, blank=True)
 
     class Meta:

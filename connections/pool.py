@@ -7,8 +7,14 @@ because the SDK's ``Client`` must be entered and left in the same task; calls
 from any task share it, bounded per upstream by a semaphore.
 
 - A session that breaks (the upstream closed it, the process died, the
-  server forgot our session id) is dropped and reopened; a request that failed
-  because the session was already closed is sent once more on the new one.
+  server forgot our session id) is dropped and reopened. A request is sent
+  again on the new session only when it provably never reached the server (the
+  session was already dead before it was sent, the connection could not be
+  opened, or the server answered 404 for the session); a request that may have
+  reached it fails with an error instead, so no tool runs twice for one call.
+- The call timeout bounds the whole call, the wait for one of the session's
+  ``max_concurrency`` slots included: a connection's hanging tools delay its
+  other calls by at most that, then those fail as busy, never sent.
 - Opening failures back off (0.5 s doubling to 30 s): meanwhile calls fail
   fast with the last error instead of piling onto a dead server.
 - Sessions idle longer than ``idle_seconds`` are closed by a reaper.
@@ -43,10 +49,12 @@ from mcp_types import CONNECTION_CLOSED, HEADER_MISMATCH, REQUEST_TIMEOUT
 from pydantic import TypeAdapter
 
 from connections.streamable import (
+    NotificationFn,
     NotSent,
     SessionLost,
     StreamableChannel,
     UpstreamJsonRpcError,
+    channel_for,
 )
 from connections.upstream import (
     SessionWire,
@@ -67,6 +75,41 @@ ListChangedFn = Callable[[str, str, Client], Awaitable[None]]
 """``on_list_changed(connection_id, kind, client)``; kind is tools, resources or prompts."""
 
 
+# Longest wait, after an SDK-path answer, for progress callbacks that started before it.
+PROGRESS_SETTLE_SECONDS: Final = 1.0
+
+
+class _ProgressGate:
+    """The SDK runs each progress callback in a task of its own, so the answer can
+    overtake the last progress notification on its way to the client, which then
+    drops it (progress after the result is for no request). Every callback that
+    started before the answer arrived (the SDK spawned it before reading the answer,
+    so it ran first) is finished before the answer is returned."""
+
+    __slots__ = ("_idle", "_progress", "_running")
+
+    def __init__(self, progress: ProgressFnT) -> None:
+        self._progress = progress
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self._running += 1
+        self._idle.clear()
+        try:
+            await self._progress(progress, total, message)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+
+    async def settled(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+
+
 class UpstreamCallError(Exception):
     """The upstream answered a request with a JSON-RPC error; relay it as such."""
 
@@ -83,6 +126,7 @@ class _Session:
     client: Client | None = None
     # Streamable HTTP: the lean request path on the open session (None: the SDK's).
     channel: StreamableChannel | None = None
+    wire: SessionWire | None = None
     task: asyncio.Task[None] | None = None
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     opening: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -123,8 +167,12 @@ class UpstreamPool:
         arguments: dict[str, Any] | None,
         meta: dict[str, Any] | None = None,
         progress: ProgressFnT | None = None,
+        on_notification: NotificationFn | None = None,
     ) -> dict[str, Any]:
-        """``tools/call`` upstream; the result JSON as the upstream sent it."""
+        """``tools/call`` upstream; the result JSON as the upstream sent it.
+
+        ``on_notification`` receives the notifications other than progress (logs,
+        for one) that the server sends on this call's answer stream."""
         params: dict[str, Any] = {"name": name}
         if arguments is not None:
             params["arguments"] = arguments
@@ -139,7 +187,13 @@ class UpstreamPool:
             )
 
         return await self._request(
-            connection_id, target, "tools/call", params, build, progress=progress
+            connection_id,
+            target,
+            "tools/call",
+            params,
+            build,
+            progress=progress,
+            on_notification=on_notification,
         )
 
     async def read_resource(
@@ -218,70 +272,143 @@ class UpstreamPool:
         build: Callable[[], Any],
         *,
         progress: ProgressFnT | None = None,
+        on_notification: NotificationFn | None = None,
     ) -> dict[str, Any]:
         """Send one request on the session (the lean channel when there is one, else
-        the SDK's), reopening it once when it was found closed."""
+        the SDK's), within the call timeout from the moment it asks for a slot."""
         session = self._session_for(connection_id, target)
-        async with session.semaphore:
-            session.in_flight += 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + target.call_timeout
+        try:
+            if session.semaphore.locked():
+                async with asyncio.timeout(target.call_timeout):
+                    await session.semaphore.acquire()
+            else:
+                await session.semaphore.acquire()  # a free slot: no timer to arm
+        except TimeoutError:
+            raise UpstreamError(
+                "timeout",
+                f"The upstream {target.display} is busy: no call slot came free within "
+                f"{target.call_timeout:g} s.",
+                detail=f"All {self.max_concurrency} concurrent call slots of this connection "
+                f"were taken for the whole call timeout ({target.call_timeout:g} s); "
+                f"the {method} was not sent.",
+            ) from None
+        session.in_flight += 1
+        try:
+            return await self._send(
+                session, target, method, params, build, progress, on_notification, deadline
+            )
+        finally:
+            session.in_flight -= 1
+            session.last_used = time.monotonic()
+            session.semaphore.release()
+
+    async def _send(
+        self,
+        session: _Session,
+        target: UpstreamTarget,
+        method: str,
+        params: dict[str, Any] | None,
+        build: Callable[[], Any],
+        progress: ProgressFnT | None,
+        on_notification: NotificationFn | None,
+        deadline: float,
+    ) -> dict[str, Any]:
+        """One request on the open session, opening it again once when it provably
+        never reached the server."""
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            client = await self._open(session)
+            session.last_used = time.monotonic()
+            channel, wire = session.channel, session.wire
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise UpstreamError(
+                    "timeout",
+                    f"The upstream {target.display} did not answer within "
+                    f"{target.call_timeout:g} s.",
+                    detail=f"The call timeout ran out before the {method} could be sent.",
+                )
+            if channel is None and wire is not None and wire.ended:
+                # The session died while idle (a process exited, a stream ended):
+                # nothing was sent on it, so open a new one.
+                await self._drop(session, client)
+                continue
             try:
-                for attempt in (1, 2):
-                    client = await self._open(session)
-                    session.last_used = time.monotonic()
-                    channel = session.channel
-                    try:
-                        if channel is not None:
-                            return await channel.request(
-                                method, params, progress=progress, timeout=target.call_timeout
-                            )
-                        result: dict[str, Any] = await client.session.send_request(
-                            build(),
-                            _RAW_RESULT,
-                            request_read_timeout_seconds=target.call_timeout,
-                            progress_callback=progress,
-                        )
-                        return result
-                    except (MCPError, UpstreamJsonRpcError) as error:
-                        code, message, data = _error_parts(error)
-                        if code == REQUEST_TIMEOUT:
-                            raise UpstreamError(
-                                "timeout",
-                                f"The upstream {target.display} did not answer within "
-                                f"{target.call_timeout:g} s.",
-                            ) from None
-                        if code == CONNECTION_CLOSED:
-                            await self._drop(session, client)
-                            if attempt == 1:
-                                continue
-                            raise UpstreamError(
-                                "unreachable", f"The upstream {target.display} closed the session."
-                            ) from None
-                        if code == HEADER_MISMATCH and attempt == 1 and not session.relisted:
-                            # 2026-07-28 servers may need the tool listed first (x-mcp-header
-                            # mirroring): once per session, not per call.
-                            session.relisted = True
-                            await self._relist_tools(client, target)
-                            continue
-                        raise UpstreamCallError(code, message, data) from None
-                    except UpstreamError:
-                        raise
-                    except Exception as error:
-                        # The transport failed under the session (connection reset, the
-                        # server lost our session id): reopen once, then report.
-                        await self._drop(session, client)
-                        if attempt == 1 and _never_sent(error):
-                            continue
-                        if isinstance(error, SessionLost):
-                            raise UpstreamError(
-                                "unreachable", f"The upstream {target.display} closed the session."
-                            ) from None
-                        raise describe_failure(
-                            error, target=target, http_status=None, timeout=target.call_timeout
-                        ) from None
-                raise AssertionError("unreachable")  # pragma: no cover
-            finally:
-                session.in_flight -= 1
-                session.last_used = time.monotonic()
+                if channel is not None:
+                    return await channel.request(
+                        method,
+                        params,
+                        progress=progress,
+                        on_notification=on_notification,
+                        timeout=remaining,
+                    )
+                gate = _ProgressGate(progress) if progress is not None else None
+                result: dict[str, Any] = await client.session.send_request(
+                    build(),
+                    _RAW_RESULT,
+                    request_read_timeout_seconds=remaining,
+                    progress_callback=gate,
+                )
+                if gate is not None:
+                    await gate.settled(PROGRESS_SETTLE_SECONDS)
+                return result
+            except (MCPError, UpstreamJsonRpcError) as error:
+                code, message, data = _error_parts(error)
+                if code == REQUEST_TIMEOUT:
+                    raise UpstreamError(
+                        "timeout",
+                        f"The upstream {target.display} did not answer within "
+                        f"{target.call_timeout:g} s.",
+                        detail=f"No answer to {method} within the call timeout.",
+                    ) from None
+                if code == CONNECTION_CLOSED:
+                    await self._drop(session, client)
+                    raise UpstreamError(
+                        "interrupted",
+                        f"The session with {target.display} ended before its answer to "
+                        f"{method} came; the request had been sent, so it was not sent again.",
+                        detail=f"The SDK session reported: {message}",
+                    ) from None
+                if code == HEADER_MISMATCH and attempt == 1 and not session.relisted:
+                    # 2026-07-28 servers may need the tool listed first (x-mcp-header
+                    # mirroring): once per session, not per call.
+                    session.relisted = True
+                    await self._relist_tools(client, target)
+                    continue
+                raise UpstreamCallError(code, message, data) from None
+            except UpstreamError:
+                raise
+            except Exception as error:
+                # The transport failed under the session (connection refused, the
+                # server lost our session id): reopen once when nothing was sent.
+                await self._drop(session, client)
+                if attempt == 1 and _never_sent(error):
+                    continue
+                if isinstance(error, SessionLost):
+                    raise UpstreamError(
+                        "unreachable",
+                        f"The upstream {target.display} closed the session.",
+                        detail="The server answered 404 for the session right after "
+                        "opening it again: it does not keep the sessions it gives.",
+                    ) from None
+                failure = describe_failure(
+                    error, target=target, http_status=None, timeout=target.call_timeout
+                )
+                if not _never_sent(error) and failure.kind == "unreachable":
+                    failure = UpstreamError(
+                        "interrupted",
+                        f"The connection to {target.display} failed after {method} was "
+                        "sent; it was not sent again.",
+                        detail=f"{type(error).__name__}: {error}",
+                    )
+                raise failure from None
+        raise UpstreamError(
+            "unreachable",
+            f"The upstream {target.display} closed the session.",
+            detail="The session ended twice before the request could be sent.",
+        )
 
     def _session_for(self, connection_id: str, target: UpstreamTarget) -> _Session:
         key = (connection_id, target.pool_key)
@@ -336,14 +463,22 @@ class UpstreamPool:
             if kind is not None and session.client is not None:
                 self._notify_changed(connection_id, kind, session.client)
 
-        wire = SessionWire()
+        wire = session.wire = SessionWire()
         channel: StreamableChannel | None = None
         try:
             async with upstream_session(
                 session.target, message_handler=on_message, wire=wire
             ) as client:
                 if session.target.transport == "streamable-http":
-                    channel = session.channel = self._channel(session, client, wire)
+                    connection_id_ = session.connection_id
+                    channel = session.channel = channel_for(
+                        client,
+                        session.target,
+                        wire,
+                        on_list_changed=lambda kind: self._notify_changed(
+                            connection_id_, kind, client
+                        ),
+                    )
                 ready.set_result(client)
                 listener = asyncio.create_task(self._listen(connection_id, client))
                 try:
@@ -373,24 +508,6 @@ class UpstreamPool:
                 channel.close()
                 if session.channel is channel:
                     session.channel = None
-
-    def _channel(self, session: _Session, client: Client, wire: SessionWire) -> StreamableChannel:
-        """The lean request path on a just-opened Streamable HTTP session."""
-        connection_id = session.connection_id
-        sdk_session = client.session
-
-        def stamp(data: dict[str, Any], options: dict[str, Any]) -> None:
-            # The SDK session's own stamp for the negotiated revision: the version
-            # header, and in 2026-07-28 the _meta envelope, Mcp-Method, Mcp-Name and
-            # the Mcp-Param-* headers of the tools it has listed.
-            sdk_session._stamp(data, cast(Any, options))
-
-        return StreamableChannel(
-            session.target,
-            stamp=stamp,
-            session_id=wire.session_id,
-            on_list_changed=lambda kind: self._notify_changed(connection_id, kind, client),
-        )
 
     async def _listen(self, connection_id: str, client: Client) -> None:
         """2026-07-28: change events arrive on a ``subscriptions/listen`` stream."""
@@ -483,11 +600,10 @@ class UpstreamPool:
 
 
 def _never_sent(error: BaseException) -> bool:
-    """Whether a failure shows the request never reached the upstream (safe to resend)."""
-    if isinstance(error, NotSent | SessionLost):
-        return True
-    text = str(error).lower()
-    return isinstance(error, httpx2.ConnectError) or ("session" in text and "not found" in text)
+    """Whether a failure proves the request never reached the upstream (safe to resend):
+    the connection could not be opened, or the server answered 404 for the session
+    (it processed nothing)."""
+    return isinstance(error, NotSent | SessionLost | httpx2.ConnectError)
 
 
 def _error_parts(error: MCPError | UpstreamJsonRpcError) -> tuple[int, str, Any]:

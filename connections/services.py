@@ -40,12 +40,12 @@ from connections.models import (
     UpstreamCredential,
 )
 from connections.outbound import literal_address_refusal
+from connections.probe import catalog_fetch_checked
 from connections.signals import catalog_changed
 from connections.upstream import (
     CatalogSnapshot,
     UpstreamError,
     UpstreamTarget,
-    catalog_fetch,
     definition_hash,
 )
 from oauth.models import Organization
@@ -1258,7 +1258,8 @@ def _health_check_target(*, connection: Connection, user: Any) -> UpstreamTarget
 
 
 def connection_check_health(*, connection: Connection, user: Any = None) -> HealthCheck:
-    """Check one connection now: open a session, fetch the catalog, record the outcome.
+    """Check one connection now: open a session, fetch the catalog, send a request the
+    way calls go (``catalog_fetch_checked``), record the outcome.
 
     Sets ``status`` (active or error), ``last_health_check_at``, the latency and
     on failure a short reason, keeps the last checks as history, and schedules
@@ -1273,7 +1274,7 @@ def connection_check_health(*, connection: Connection, user: Any = None) -> Heal
     failure: UpstreamError | None = None
     try:
         target = _health_check_target(connection=connection, user=user)
-        snapshot = async_to_sync(catalog_fetch)(target)
+        snapshot = async_to_sync(catalog_fetch_checked)(target)
     except UpstreamError as error:
         failure = error
     latency_ms = int((time.monotonic() - started) * 1000)
@@ -1315,6 +1316,7 @@ def connection_check_health(*, connection: Connection, user: Any = None) -> Heal
         latency_ms=latency_ms,
         error_kind="" if failure is None else failure.kind,
         error="" if failure is None else failure.message[:500],
+        detail="" if failure is None else failure.detail,
         protocol_version=snapshot.protocol_version if snapshot else "",
     )
     stale = HealthCheck.objects.filter(connection=connection).order_by("-checked_at")[

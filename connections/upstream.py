@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import ssl
 import threading
@@ -25,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, cast
 from urllib.parse import urlsplit
 
 import anyio
@@ -34,17 +35,19 @@ import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client._transport import TransportStreams
 from mcp.client.session import MessageHandlerFnT
-from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
+from connections.eventstream import ANSWER_MAX_BYTES
+from connections.legacy_sse import legacy_sse_client
 from connections.outbound import UpstreamAddressRefused, outbound_http_client
 
 logger = logging.getLogger(__name__)
 
 STDIO: Final = "stdio"
+DETAIL_MAX: Final = 1000
 
 
 # Keys the pool's digests of credentials: stable for the life of the process (all an
@@ -122,13 +125,18 @@ class UpstreamError(Exception):
     process ended) and disabled (the operator has turned stdio off); credential
     (unreadable), needs_credential (the user has none for a personal-mode server)
     and needs_reauth (a sign-in expired or was revoked), whose messages are meant
-    for the person the client acts for.
+    for the person the client acts for; interrupted (the call reached the server but
+    its answer was lost: it is never sent again, since it may have run).
     """
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, *, detail: str = "") -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        # What exactly went wrong on the wire (the HTTP status and the start of the
+        # body, the parse error, the session problem), for admins: the connection
+        # page and the activity log show it; clients get only the short message.
+        self.detail = detail[:DETAIL_MAX]
 
 
 @dataclass
@@ -355,9 +363,76 @@ def _short(error: BaseException) -> str:
 
 @dataclass
 class SessionWire:
-    """What the Streamable HTTP handshake left on the wire: the session id, if any."""
+    """What the opening of a session left on the wire, for the pool.
+
+    ``session_id``: the ``Mcp-Session-Id`` of a successful ``initialize`` answer
+    (Streamable HTTP), never one from any other answer: a server may stamp an id
+    on its refusal of the SDK's ``server/discover`` probe and then forget it.
+    ``ended``: the transport's read side has ended, so the session is dead and a
+    request sent from now on would reach nothing.
+    """
 
     session_id: str | None = None
+    ended: bool = False
+
+
+class _WatchedReadStream:
+    """The transport's read stream, noting in ``wire.ended`` when it ends."""
+
+    def __init__(self, inner: Any, wire: SessionWire) -> None:
+        self._inner, self._wire = inner, wire
+
+    @property
+    def last_context(self) -> Any:
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> Any:
+        try:
+            return await self._inner.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._wire.ended = True
+            raise
+
+    def __aiter__(self) -> _WatchedReadStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self._wire.ended = True
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _WatchedReadStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+@asynccontextmanager
+async def _watched(transport: Any, wire: SessionWire) -> AsyncIterator[TransportStreams]:
+    async with transport as (read_stream, write_stream):
+        yield cast(Any, _WatchedReadStream(read_stream, wire)), write_stream
+
+
+def _is_initialize(request: httpx2.Request) -> bool:
+    """Whether a request carried the ``initialize`` handshake (its JSON body says so)."""
+    if request.method != "POST":
+        return False
+    try:
+        body = request.content
+    except httpx2.RequestNotRead:
+        return False
+    if b"initialize" not in body:
+        return False
+    try:
+        return bool(json.loads(body).get("method") == "initialize")
+    except (ValueError, AttributeError):
+        return False
 
 
 @asynccontextmanager
@@ -370,31 +445,24 @@ async def upstream_session(
     """An open MCP session with the upstream; failures to open it raise ``UpstreamError``.
 
     Errors raised by the caller's own code inside the block pass through unchanged.
-    ``wire`` (Streamable HTTP) receives the ``Mcp-Session-Id`` the server gave.
+    ``wire`` receives the ``Mcp-Session-Id`` the server gave to ``initialize``
+    (Streamable HTTP) and learns when the transport ends.
     """
     last_status: list[int] = []
 
     async def record_status(response: httpx2.Response) -> None:
         if response.status_code >= 400:
             last_status.append(response.status_code)
-        if wire is not None and wire.session_id is None:
-            session_id = response.headers.get("mcp-session-id")
-            if session_id:
-                wire.session_id = session_id
+        elif (
+            wire is not None
+            and response.status_code < 300
+            and "mcp-session-id" in response.headers
+            and _is_initialize(response.request)
+        ):
+            wire.session_id = response.headers["mcp-session-id"]
 
     timeout = httpx2.Timeout(target.call_timeout, connect=target.connect_timeout)
     hooks = {"response": [record_status]}
-
-    def client_factory(
-        headers: dict[str, str] | None = None,
-        timeout: httpx2.Timeout | None = None,
-        auth: httpx2.Auth | None = None,
-    ) -> httpx2.AsyncClient:
-        return outbound_http_client(
-            headers={**(headers or {}), **target.headers},
-            timeout=httpx2.Timeout(target.call_timeout, connect=target.connect_timeout),
-            event_hooks=hooks,
-        )
 
     http_client: httpx2.AsyncClient | None = None
     stderr: _ChildStderr | None = None
@@ -405,20 +473,23 @@ async def upstream_session(
         transport = _stdio_streams(target, errlog=stderr.file, handshake=handshake)
         mode = "auto"
     elif target.transport == "sse":
-        transport = sse_client(
-            target.url,
-            headers=dict(target.headers),
-            timeout=target.connect_timeout,
-            sse_read_timeout=max(300.0, target.call_timeout),
-            httpx_client_factory=client_factory,
+        http_client = outbound_http_client(
+            headers=target.headers, timeout=timeout, event_hooks=hooks
+        )
+        transport = legacy_sse_client(
+            target.url, client=http_client, read_timeout=max(300.0, target.call_timeout)
         )
         mode = "legacy"
     else:
         http_client = outbound_http_client(
             headers=target.headers, timeout=timeout, event_hooks=hooks
         )
-        transport = streamable_http_client(target.url, http_client=http_client)
+        transport = streamable_http_client(
+            target.url, http_client=http_client, max_sse_event_size=ANSWER_MAX_BYTES
+        )
         mode = "auto"
+    if wire is not None:
+        transport = _watched(transport, wire)
     # Every request, the opening handshake included, is bounded by the read timeout;
     # no outer cancel scope, which must not straddle the SDK's task groups.
     client = Client(
@@ -458,6 +529,9 @@ async def upstream_session(
         )
         if stderr is not None and failure.kind == "exited" and not opened:
             failure = await _explain_exit(target, stderr)
+        if not failure.detail and not target.is_stdio:
+            # (A stdio server's errors may quote its output, secrets included: none.)
+            failure.detail = _failure_detail(error, statuses=last_status, opened=opened)
         if failure.kind == "protocol" and not target.is_stdio:
             logger.warning("MCP session with %s failed", target.display, exc_info=error)
         elif failure.kind == "protocol":
@@ -469,6 +543,25 @@ async def upstream_session(
             await http_client.aclose()
         if stderr is not None:
             stderr.close()
+
+
+_QUERY = re.compile(r"\?[^\s'\"]*")
+
+
+def _failure_detail(error: BaseException, *, statuses: list[int], opened: bool) -> str:
+    """What failed, for admins: the HTTP statuses seen and each distinct error in the
+    chain (type and first line; query strings of URLs left out, they may hold keys)."""
+    parts = ["while opening the session" if not opened else "on the open session"]
+    if statuses:
+        parts.append("HTTP " + ", ".join(str(status) for status in statuses[-3:]))
+    seen: set[str] = set()
+    for leaf in _leaves(error):
+        for cause in _chain(leaf):
+            text = f"{type(cause).__name__}: {_QUERY.sub('?…', _short(cause))}"
+            if text not in seen:
+                seen.add(text)
+                parts.append(text)
+    return "; ".join(parts)[:DETAIL_MAX]
 
 
 async def _explain_exit(target: UpstreamTarget, stderr: _ChildStderr) -> UpstreamError:

@@ -24,9 +24,10 @@ import base64
 import ipaddress
 import json
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import httpx2
 from mcp.client.auth import PKCEParameters
@@ -106,15 +107,21 @@ class ClientRegistration:
     client_secret: str | None
     token_endpoint_auth_method: str
     issuer: str
+    # The server refused the gateway's client ID metadata document once: dynamic
+    # registration was chosen instead, and stays chosen for this connection.
+    cimd_refused: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "method": self.method,
             "client_id": self.client_id,
             "client_secret": self.client_secret,
             "token_endpoint_auth_method": self.token_endpoint_auth_method,
             "issuer": self.issuer,
         }
+        if self.cimd_refused:
+            data["cimd_refused"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> ClientRegistration | None:
@@ -130,7 +137,17 @@ class ClientRegistration:
                 or ("client_secret_post" if secret else "none")
             ),
             issuer=str(data.get("issuer") or ""),
+            cimd_refused=cimd_refused(data),
         )
+
+
+def cimd_refused(stored: Any) -> bool:
+    """Whether a connection's stored registration says the server refused the gateway's CIMD.
+
+    Read from the stored JSON rather than a registration, because the mark outlives
+    a registration the server forgot (``{"cimd_refused": true}`` alone).
+    """
+    return isinstance(stored, dict) and stored.get("cimd_refused") is True
 
 
 def _is_loopback(host: str) -> bool:
@@ -419,6 +436,63 @@ async def register(
         token_endpoint_auth_method=used,
         issuer=discovery.issuer,
     )
+
+
+# What an authorization server answers, instead of a sign-in page, for a client id it
+# cannot use. invalid_request is included: the SDK's server, among others, answers it
+# for "Client ID not found".
+_CLIENT_REFUSALS: Final = frozenset({"invalid_client", "unauthorized_client", "invalid_request"})
+
+
+async def client_id_refused(
+    authorization_endpoint: str,
+    *,
+    client_id: str,
+    redirect_uri: str,
+    resource: str,
+    scope: str | None,
+    timeout: float = 10.0,
+) -> bool:
+    """Whether the authorization server refuses ``client_id`` before anyone signs in.
+
+    A server that cannot fetch the gateway's client ID metadata document (any
+    gateway on a private address, seen from a server on the internet) answers the
+    authorization request with ``invalid_client`` instead of its sign-in page, and
+    RFC 6749 §4.1.2.1 forbids it to redirect back with the error: the person would
+    be left on the server's error page. So the gateway asks once itself, with a
+    throwaway ``state`` and PKCE challenge that nobody can complete, reading only
+    the status, the redirect's error code or a short error body. A sign-in page
+    (200) or a redirect to one means the client id is accepted.
+    """
+    url = authorization_url(
+        authorization_endpoint,
+        client_id=client_id,
+        redirect_uri=redirect_uri,
+        state=secrets.token_urlsafe(16),
+        code_challenge=pkce().code_challenge,
+        resource=resource,
+        scope=scope,
+    )
+    async with _client(timeout) as client:
+        try:
+            async with client.stream("GET", url) as response:
+                status = response.status_code
+                location = response.headers.get("location", "")
+                content = await _read(response, METADATA_MAX_BYTES) if status >= 400 else b""
+        except UpstreamOAuthError:
+            raise
+        except Exception as error:
+            raise _failure(error, authorization_endpoint, timeout) from None
+    if 300 <= status < 400:
+        if not location.startswith(redirect_uri):
+            return False  # on to the server's own sign-in page
+        errors = parse_qs(urlsplit(location).query).get("error", [])
+        return bool(errors) and errors[0] in _CLIENT_REFUSALS
+    if status in (400, 401, 403):
+        code = _error_code(content)
+        # An HTML error page names no code, but a 4xx to a well-formed request is a refusal.
+        return code in _CLIENT_REFUSALS or not code
+    return False
 
 
 def pkce() -> PKCEParameters:

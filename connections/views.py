@@ -100,6 +100,9 @@ def connection_check_view(request: HttpRequest, connection_id: str) -> HttpRespo
     check = services.connection_check_health(connection=connection, user=request.user)
     if check.ok:
         messages.success(request, f"“{connection.name}” is reachable ({check.latency_ms} ms).")
+    elif check.error_kind == "needs_credential":
+        # A step of setting up (nobody connected yet, not signed in), not a server failure.
+        messages.info(request, f"“{connection.name}” cannot be checked yet: {check.error}")
     else:
         messages.error(request, f"“{connection.name}” failed its check: {check.error}")
     return redirect("connection-detail", connection_id=connection.pk)

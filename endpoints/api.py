@@ -18,12 +18,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from connections.api import ErrorSerializer  # one "Error" component in the schema
 from connections.models import CatalogKind, CatalogState
 from endpoints import selectors, services
 from endpoints.models import Endpoint, EndpointAccess
 from endpoints.selectors import CatalogRow
-from gateway_project.api_errors import StrictInputSerializer, error_response, request_body_object
+from gateway_project.api_errors import (
+    ErrorSerializer,
+    StrictInputSerializer,
+    error_response,
+    request_body_object,
+)
 from oauth.models import AccessDuration
 from oauth.permissions import IsAdminOrReadOnly, IsOrganizationMember, api_membership
 

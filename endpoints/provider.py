@@ -205,6 +205,8 @@ def credentials_changed_publish(*, connection_id: str, user_id: int | None, **_:
 
 _FAILURE_TEXT = {
     "timeout": "did not answer in time",
+    # The call reached the server and may have run: it is never sent a second time.
+    "interrupted": "stopped answering mid-call (the call was not repeated: it may have run)",
     "unreachable": "is unreachable right now",
     "refused": "is not reachable from the gateway",
     "tls": "could not be reached securely (TLS failed)",

@@ -36,6 +36,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core import signing
@@ -58,6 +59,8 @@ from endpoints.mcp import jsonrpc
 from endpoints.mcp.engine import CallContext, Engine, ServedView
 from endpoints.mcp.sse import SSE_KEEPALIVE, sse_event
 from endpoints.provider import LoadedEndpoint, Principal
+from gateway_project import strictjson
+from gateway_project.lru import LruCache
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 SESSION_SALT: Final = "mcp-session"
 SESSION_ENDED_TTL: Final = 7 * 24 * 3600
+SESSION_CACHE_SIZE: Final = 10_000  # per cache and process; a few MiB at most
+SESSION_ID_MAX_LENGTH: Final = 2048  # session_create's ids are a few hundred characters
 TOKEN_TTL: Final = 1.0
 USAGE_FLUSH_SECONDS: Final = 5.0
 COUNTED_METHODS: Final = frozenset({"tools/call", "resources/read", "prompts/get"})
@@ -112,7 +117,8 @@ class Hub:
         # Upstream targets by (connection, user id) for personal-mode servers, and by
         # (connection, SHARED_TARGET) for the others (one entry for every user).
         self.targets: dict[tuple[str, Any], tuple[float, UpstreamTarget | UpstreamError]] = {}
-        self.ended_sessions: dict[str, bool] = {}
+        # Bounded: the ids come from callers (only validly signed ones get here).
+        self.ended_sessions: LruCache[str, bool] = LruCache(SESSION_CACHE_SIZE)
         # Loads in flight (one per cache key) and a counter bumped by every change
         # event, so a load that started before a change never stores a stale answer.
         self._loading: dict[tuple[str, Any], asyncio.Future[Any]] = {}
@@ -357,11 +363,10 @@ class Hub:
         self.targets.pop((connection_id, SHARED_TARGET), None)
 
     async def is_session_ended(self, session_id: str) -> bool:
-        if session_id in self.ended_sessions:
-            return self.ended_sessions[session_id]
+        known = self.ended_sessions.get(session_id)
+        if known is not None:
+            return known
         ended = bool(await cache.aget(f"mcp:ended:{_digest(session_id)}"))
-        if len(self.ended_sessions) > 100_000:
-            self.ended_sessions.clear()
         self.ended_sessions[session_id] = ended
         return ended
 
@@ -561,17 +566,21 @@ def session_create(session: Session) -> str:
     return signing.dumps(payload, salt=SESSION_SALT, compress=True)
 
 
-_SESSION_CACHE: dict[str, Session | None] = {}
+# Verified session ids of this process, most recently used kept. Ids that fail the
+# signature check are not kept: a caller could send endless made-up ones.
+_SESSION_CACHE: LruCache[str, Session] = LruCache(SESSION_CACHE_SIZE)
 
 
 def session_read(session_id: str) -> Session | None:
     """The session a signed id carries, or None when it was tampered with."""
-    found = _SESSION_CACHE.get(session_id, False)
-    if found is not False:
-        return found  # type: ignore[return-value]
+    found = _SESSION_CACHE.get(session_id)
+    if found is not None:
+        return found
+    if len(session_id) > SESSION_ID_MAX_LENGTH:
+        return None  # longer than any id session_create makes: not worth a signature check
     try:
         payload = signing.loads(session_id, salt=SESSION_SALT)
-        session: Session | None = Session(
+        session = Session(
             endpoint_id=str(payload["e"]),
             principal=str(payload["p"]),
             protocol_version=str(payload["v"]),
@@ -580,9 +589,7 @@ def session_read(session_id: str) -> Session | None:
             stream=str(payload.get("s", "")),
         )
     except (signing.BadSignature, KeyError, TypeError, ValueError):
-        session = None
-    if len(_SESSION_CACHE) > 100_000:
-        _SESSION_CACHE.clear()
+        return None
     _SESSION_CACHE[session_id] = session
     return session
 
@@ -673,6 +680,14 @@ def _slug_from_host(request: Request) -> str:
 
 
 async def _authenticate(the_hub: Hub, request: Request, slug: str, via_domain: bool) -> Principal:
+    if "access_token" in request.query:
+        # MCP's authorization spec: tokens MUST NOT travel in the URI query (they end up
+        # in logs and histories). Refused whatever the header says (RFC 6750 §3.1).
+        raise _Refusal(
+            400,
+            {"error": "Access tokens are not accepted in the URL: send Authorization: Bearer."},
+            _challenge(slug, via_domain, "invalid_request"),
+        )
     header = request.headers.get("authorization", "")
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
@@ -722,11 +737,13 @@ async def _post(
     if body is None:
         raise _Refusal(413, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "Request body too large"))
     try:
-        message = wirejson.loads(body)
-    except ValueError:
-        raise _Refusal(
-            400, jsonrpc.error(None, jsonrpc.PARSE_ERROR, "Parse error: the body is not JSON")
-        ) from None
+        message = strictjson.loads(body)
+    except strictjson.JsonRefused as refused:
+        if refused.too_deep:
+            error = jsonrpc.error(None, jsonrpc.INVALID_REQUEST, f"Invalid Request: {refused}")
+        else:
+            error = jsonrpc.error(None, jsonrpc.PARSE_ERROR, f"Parse error: {refused}")
+        raise _Refusal(400, error) from None
     if isinstance(message, list):
         raise _Refusal(
             400, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "JSON-RPC batches are not supported")
@@ -942,6 +959,68 @@ def _param_header_schemas(view: ServedView) -> dict[str, Any]:
     return schemas
 
 
+class _HeldResponse:
+    """The response to one POST: JSON, unless a notification must reach the client first.
+
+    The response start is held until the answer or the call's first notification
+    (progress, an upstream's log) arrives, so a call that produces none is answered
+    in JSON even when the client sent a progress token: clients cap the size of one
+    SSE event (the Python SDK at 1 MiB), and some send a token on every call. The
+    first notification switches the response to SSE; the answer is then its last
+    event. A notification that comes after the answer is dropped.
+    """
+
+    __slots__ = ("_closed", "_headers", "_lock", "_send", "_streaming")
+
+    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+        self._send, self._headers = send, headers
+        self._streaming = False
+        self._closed = False
+        # Orders the writes once streaming: an upstream client may deliver
+        # notifications from tasks of its own, concurrently with the answer.
+        # Made by the first notification, so a JSON answer costs none.
+        self._lock: asyncio.Lock | None = None
+
+    async def notify(self, notification: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        # Decided before any await, so the answer (or a concurrent notification)
+        # sees the switch to SSE and queues behind the response start.
+        first = not self._streaming
+        if first:
+            self._streaming, self._lock = True, asyncio.Lock()
+        assert self._lock is not None
+        async with self._lock:
+            if self._closed:
+                return
+            if first:
+                await self._send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [*_SSE_HEADERS, *self._headers],
+                    }
+                )
+            await self._send(
+                {
+                    "type": "http.response.body",
+                    "body": sse_event(_dumps(notification)),
+                    "more_body": True,
+                }
+            )
+
+    async def answer(self, response: dict[str, Any], status: int) -> None:
+        if not self._streaming:
+            self._closed = True
+            await _json(self._send, status, response, self._headers)
+            return
+        assert self._lock is not None
+        async with self._lock:
+            self._closed = True
+            body = sse_event(_dumps(response))
+            await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 async def _answer(
     the_hub: Hub,
     request: Request,
@@ -950,31 +1029,19 @@ async def _answer(
     message: dict[str, Any],
     headers: list[tuple[bytes, bytes]],
 ) -> None:
-    """Run one request; answer JSON, or SSE when progress must reach the client first."""
+    """Run one request; answer JSON, or SSE once a notification must reach the client first."""
     if message["method"] in COUNTED_METHODS and isinstance(ctx.principal, Principal):
         the_hub.note_use(ctx.principal)
-    params = message.get("params")
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    wants_progress = (
-        message["method"] == "tools/call"
-        and isinstance(meta, dict)
-        and "progressToken" in meta
-        and "text/event-stream" in request.headers.get("accept", "")
-    )
-    if not wants_progress:
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        # A client that cannot read SSE is never streamed to (no notify: the
+        # upstream is not asked for progress it could not deliver).
         response, status = await audit_recorder.engine_handle(the_hub.engine, ctx, message, request)
         await _json(send, status, response, headers)
         return
-    await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
-
-    async def notify(notification: dict[str, Any]) -> None:
-        await send(
-            {"type": "http.response.body", "body": sse_event(notification), "more_body": True}
-        )
-
-    ctx.notify = notify
-    response, _status = await audit_recorder.engine_handle(the_hub.engine, ctx, message, request)
-    await send({"type": "http.response.body", "body": sse_event(response), "more_body": False})
+    held = _HeldResponse(send, headers)
+    ctx.notify = held.notify
+    response, status = await audit_recorder.engine_handle(the_hub.engine, ctx, message, request)
+    await held.answer(response, status)
 
 
 async def _pump(
@@ -1135,7 +1202,7 @@ async def _legacy_sse_stream(
         receive,
         send,
         [sse_event(messages_url, event="endpoint")],
-        lambda item: sse_event(item, event="message"),
+        lambda item: sse_event(_dumps(item), event="message"),
     )
 
 
@@ -1159,9 +1226,9 @@ async def _legacy_message(
     if body is None:
         raise _Refusal(413, {"error": "Request body too large."})
     try:
-        message = wirejson.loads(body)
-    except ValueError:
-        raise _Refusal(400, {"error": "The body is not JSON."}) from None
+        message = strictjson.loads(body)
+    except strictjson.JsonRefused as refused:
+        raise _Refusal(400, {"error": f"The body is not acceptable JSON: {refused}."}) from None
     kind = jsonrpc.classify(message)
     if kind == "invalid":
         raise _Refusal(400, {"error": "Invalid JSON-RPC message."})
@@ -1173,10 +1240,57 @@ async def _legacy_message(
         params = message.get("params") or {}
         requested = params.get("protocolVersion") if isinstance(params, dict) else None
         version = requested if requested in jsonrpc.HANDSHAKE_VERSIONS else "2024-11-05"
+    relay = _StreamRelay(the_hub, session.channel, session.stream)
     ctx = CallContext(
-        view=loaded.view, protocol_version=version, principal=principal, session_id=session_id
+        view=loaded.view,
+        protocol_version=version,
+        principal=principal,
+        session_id=session_id,
+        notify=relay.notify,
     )
     if message["method"] in COUNTED_METHODS:
         the_hub.note_use(principal)
     response, _status = await audit_recorder.engine_handle(the_hub.engine, ctx, message, request)
-    await the_hub.deliver(session.channel, session.stream, response)
+    await relay.answer(response)
+
+
+class _StreamRelay:
+    """A legacy SSE call's notifications, then its answer, to the session's stream.
+
+    The stream may be held by another instance: everything goes the way the answer
+    goes (``Hub.deliver``), in order, and nothing after the answer.
+    """
+
+    __slots__ = ("_answered", "_channel", "_hub", "_lock", "_stream")
+
+    def __init__(self, the_hub: Hub, channel: str, stream: str) -> None:
+        self._hub, self._channel, self._stream = the_hub, channel, stream
+        self._answered = False
+        # One delivery at a time: two sends through the channel layer in flight at
+        # once may arrive in either order.
+        self._lock = asyncio.Lock()
+
+    async def notify(self, notification: dict[str, Any]) -> None:
+        if self._answered:
+            return
+        async with self._lock:
+            if self._answered:
+                return
+            try:
+                await self._hub.deliver(self._channel, self._stream, notification)
+            except ChannelFull:
+                # The holder is not keeping up: drop this notification, not the call.
+                logger.info("MCP legacy stream: a notification was dropped (channel full)")
+
+    async def answer(self, response: dict[str, Any]) -> None:
+        async with self._lock:
+            self._answered = True
+            # A burst of notifications may have filled the channel: the answer
+            # waits for room (the holder drains it continuously) rather than being lost.
+            for delay in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2):
+                try:
+                    await self._hub.deliver(self._channel, self._stream, response)
+                    return
+                except ChannelFull:
+                    await asyncio.sleep(delay)
+            await self._hub.deliver(self._channel, self._stream, response)

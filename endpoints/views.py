@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from connections.models import Connection, ConnectionStatus
 from connections.selectors import connection_list
 from endpoints import selectors, services
+from endpoints.client_setup import endpoint_client_setups
 from endpoints.forms import EndpointForm, EntryForm
 from endpoints.models import Endpoint
 from endpoints.selectors import CatalogRow
@@ -169,11 +170,15 @@ def _catalog_context(endpoint: Endpoint, query: str) -> dict[str, Any]:
     shown = [
         row for section in sections.values() for rows_ in section.groups.values() for row in rows_
     ]
+    switchable = [row for row in shown if row.state == "ok"]
     return {
         "endpoint": endpoint,
         "sections": list(sections.values()),
         "query": query,
         "shown_ids": [row.entry_id for row in shown],
+        # The bulk buttons are disabled when they would change nothing.
+        "shown_all_enabled": all(row.enabled for row in switchable),
+        "shown_none_enabled": not any(row.enabled for row in switchable),
         "totals": {
             group: selectors.catalog_counts(r for r in rows if r.group == group)
             for group in GROUP_TITLES
@@ -193,6 +198,7 @@ def endpoint_detail_view(request: HttpRequest, endpoint_id: str) -> HttpResponse
     context = _catalog_context(endpoint, _query(request))
     if _is_htmx(request) and request.headers.get("HX-Target") == "catalog-sections":
         return render(request, "endpoints/catalog_sections.html", context)
+    context["client_setups"] = endpoint_client_setups(name=endpoint.slug, url=endpoint.url)
     return render(request, "endpoints/detail.html", context)
 
 

@@ -10,12 +10,66 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from types import FrameType
 
+from gateway_project.env import env_bool, env_int, env_str
+
 STOP_GRACE_SECONDS = 10
+# How far above a taken default port the supervisor looks for a free one.
+PORT_SEARCH_SPAN = 100
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on (host, port) now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As daphne and the demo server bind: a port in TIME_WAIT is free for them.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_choose(variable: str, default: int, host: str, *, movable: bool = True) -> int:
+    """The port for ``variable``: its value when set (which must be free), else
+    ``default``, else the next free port above it, written back to the environment
+    so that the settings and every child process agree. A busy machine (another
+    gateway, a dev server on 8000) must not stop ``make run``; a port the operator
+    chose explicitly is never moved."""
+    if os.environ.get(variable, "").strip():
+        port = env_int(variable, default, minimum=1, maximum=65535)
+        if not _port_free(host, port):
+            raise SystemExit(
+                f"Port {port} on {host} ({variable}) is taken by another program: "
+                f"stop it or set {variable} to a free port."
+            )
+        return port
+    if _port_free(host, default):
+        return default
+    if movable:
+        for port in range(default + 1, min(default + PORT_SEARCH_SPAN, 65535) + 1):
+            if _port_free(host, port):
+                os.environ[variable] = str(port)
+                print(f"Port {default} is taken; using {port} (set {variable} to choose).")
+                return port
+    raise SystemExit(
+        f"Port {default} on {host} is taken by another program: set {variable} to a free port."
+    )
+
+
+def _choose_ports() -> None:
+    bind = os.environ.get("GATEWAY_BIND", "127.0.0.1")
+    # A public URL set by the operator names the port clients use: moving daphne
+    # away from it would break every link, so then a taken port is an error.
+    port_choose("PORT", 8000, bind, movable=not env_str("GATEWAY_PUBLIC_URL"))
+    if env_bool("GATEWAY_DEMO", not env_bool("GATEWAY_PRODUCTION", False)):
+        port_choose("GATEWAY_DEMO_PORT", 8765, "127.0.0.1")
 
 
 def _prepare() -> None:
@@ -30,26 +84,23 @@ def _prepare() -> None:
         call_command("load_demo")
 
 
+def daphne_command(*, python: str, bind: str, port: int) -> list[str]:
+    """The web server's command line.
+
+    Without ``--proxy-headers``: daphne would take the first ``X-Forwarded-For``
+    entry from any peer as the client's address, so one client could pass for
+    many. ``gateway_project.client_address`` reads it from trusted proxies only.
+    """
+    return [python, "-m", "daphne", "-b", bind, "-p", str(port), "gateway_project.asgi:application"]
+
+
 def _commands() -> list[tuple[str, list[str]]]:
     from django.conf import settings
 
     python = sys.executable
     bind = os.environ.get("GATEWAY_BIND", "127.0.0.1")
     commands = [
-        (
-            "web",
-            [
-                python,
-                "-m",
-                "daphne",
-                "-b",
-                bind,
-                "-p",
-                str(settings.PORT),
-                "--proxy-headers",
-                "gateway_project.asgi:application",
-            ],
-        ),
+        ("web", daphne_command(python=python, bind=bind, port=settings.PORT)),
         # Stores the activity log's spool, so daphne spends no time on database inserts.
         (
             "audit-writer",
@@ -114,6 +165,7 @@ def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+    _choose_ports()
     _prepare()
     from django.conf import settings
 

@@ -20,6 +20,7 @@ import django_stubs_ext
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from gateway_project.client_address import trusted_proxy_networks
 from gateway_project.env import env_bool, env_int, env_list, env_str, env_url
 
 # Lets generic classes such as ModelAdmin[Model] be subscripted at run time.
@@ -93,6 +94,13 @@ if not ALLOWED_HOSTS:
 CSRF_TRUSTED_ORIGINS = env_list(
     "GATEWAY_CSRF_TRUSTED_ORIGINS", [f"{_public.scheme}://{_public.netloc}"]
 )
+# Proxies whose X-Forwarded-For is believed (addresses or CIDR ranges, none by
+# default): without one, rate limits and records use the TCP peer's address.
+GATEWAY_TRUSTED_PROXIES = env_list("GATEWAY_TRUSTED_PROXIES")
+try:
+    trusted_proxy_networks(GATEWAY_TRUSTED_PROXIES, name="GATEWAY_TRUSTED_PROXIES")
+except ValueError as _error:
+    raise ImproperlyConfigured(str(_error)) from None
 if env_bool("GATEWAY_TRUST_X_FORWARDED_PROTO", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if _public.scheme == "https":
@@ -232,6 +240,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "oauth.middleware.OrganizationMiddleware",
+    "gateway_project.middleware.StrictJsonBodyMiddleware",
+    "gateway_project.middleware.ApiMethodNotAllowedMiddleware",
     "gateway_project.middleware.ApiErrorMiddleware",
 ]
 
@@ -296,10 +306,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["oauth.permissions.IsOrganizationMember"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["gateway_project.api_parsers.StrictJSONParser"],
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "gateway_project.throttling.AnonRateThrottle",
+        "gateway_project.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_str("GATEWAY_API_ANON_RATE", "60/minute"),
@@ -322,6 +332,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "gateway_project.api_schema.schema_postprocess",
+    ],
 }
 
 # --- OAuth for AI clients ------------------------------------------------------
@@ -405,6 +419,10 @@ GATEWAY_HEALTH_CHECK_INTERVAL = env_int("GATEWAY_HEALTH_CHECK_INTERVAL", 60, min
 # https://<slug>.<domain>/mcp (for clients that need the path to be exactly /mcp).
 GATEWAY_ALLOWED_ORIGINS = env_list("GATEWAY_ALLOWED_ORIGINS")
 GATEWAY_MCP_MAX_BODY_BYTES = env_int("GATEWAY_MCP_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+# Every other route (the REST API, forms, OAuth): refused with 413 before it is buffered
+# (gateway_project/body_limit.py). The largest real bodies (a connection with its
+# headers, a PATCH enabling every tool of a large catalog) stay far below 1 MiB.
+GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
 GATEWAY_ENDPOINT_DOMAIN = env_str("GATEWAY_ENDPOINT_DOMAIN", "").lower().strip(".")
 if GATEWAY_ENDPOINT_DOMAIN:
     ALLOWED_HOSTS = [*ALLOWED_HOSTS, f".{GATEWAY_ENDPOINT_DOMAIN}"]

@@ -256,3 +256,9 @@ oauth_urlpatterns = [
 ]
 
 urlpatterns = oauth_urlpatterns + api_urlpatterns + ui_urlpatterns
+
+# JSON errors on the paths machines call, Django's pages elsewhere (api_errors.py).
+handler400 = "gateway_project.api_errors.handler400"
+handler403 = "gateway_project.api_errors.handler403"
+handler404 = "gateway_project.api_errors.handler404"
+handler500 = "gateway_project.api_errors.handler500"

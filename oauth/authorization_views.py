@@ -31,8 +31,15 @@ from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 from connections.selectors import credentials_missing
 from endpoints.models import Endpoint
 from endpoints.selectors import endpoint_for_resource, endpoint_member_may_use, endpoint_served
+from gateway_project import strictjson
+from gateway_project.client_address import client_address
 from oauth.forms import ConsentForm
-from oauth.models import AccessDuration, Membership, OAuthApplication
+from oauth.models import (
+    AccessDuration,
+    Membership,
+    OAuthApplication,
+    redirect_uri_is_loopback,
+)
 
 SCOPE = "mcp"
 ALLOWED_GRANT_TYPES = {"authorization_code", "refresh_token"}
@@ -145,7 +152,8 @@ class ConsentView(AuthorizationView):
             consent_url=self.request.get_full_path(),
             durations=durations,
             default_duration=default or durations[-1][0],
-            redirect_host=urlsplit(redirect_uri).netloc or redirect_uri,
+            redirect_origin=_origin(redirect_uri),
+            redirect_is_loopback=redirect_uri_is_loopback(redirect_uri),
         )
         return context
 
@@ -202,6 +210,13 @@ class ConsentView(AuthorizationView):
         return self.error_response(failure, application)
 
 
+def _origin(uri: str) -> str:
+    """Where a redirect URI returns to, scheme included: ``https://app.example``,
+    ``http://127.0.0.1:3030``, ``cursor://anysphere.cursor-retrieval``, ``com.example.app:``."""
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:"
+
+
 def _with_query(url: str, params: dict[str, str]) -> str:
     separator = "&" if urlsplit(url).query else "?"
     return url + separator + urlencode({k: v for k, v in params.items() if v})
@@ -251,7 +266,8 @@ def _endpoint_of_request(request: HttpRequest, slug: str | None) -> tuple[Endpoi
 
 @method_decorator(csrf_exempt, name="dispatch")
 class RegistrationView(DynamicClientRegistrationView):
-    """RFC 7591 registration, open to MCP clients but rate-limited per address.
+    """RFC 7591 registration, open to MCP clients but rate-limited per client address
+    (``client_address``: the TCP peer, or the client a trusted proxy forwarded).
 
     Only the authorization code grant (with refresh) can be registered: that is
     the only flow the gateway's authorizations support.
@@ -259,7 +275,7 @@ class RegistrationView(DynamicClientRegistrationView):
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         limit = settings.GATEWAY_OAUTH_REGISTRATIONS_PER_HOUR
-        key = f"oauth-register:{request.META.get('REMOTE_ADDR', '')}"
+        key = f"oauth-register:{client_address(request)}"
         cache.add(key, 0, timeout=3600)
         try:
             count = cache.incr(key)
@@ -289,12 +305,34 @@ class RegistrationView(DynamicClientRegistrationView):
                 },
                 status=400,
             )
-        return super().post(request, *args, **kwargs)
+        return _redirect_uri_error(super().post(request, *args, **kwargs))
+
+
+def _redirect_uri_error(response: HttpResponse) -> HttpResponse:
+    """RFC 7591 §3.2.2 names refused redirect URIs ``invalid_redirect_uri``; DOT
+    reports every failed model check as ``invalid_client_metadata``, describing it
+    as "<field>: <messages>", so a refusal of the redirect URIs is renamed here."""
+    if response.status_code != 400:
+        return response
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return response
+    description = str(body.get("error_description", ""))
+    if body.get("error") == "invalid_client_metadata" and description.startswith("redirect_uris: "):
+        return JsonResponse(
+            {
+                "error": "invalid_redirect_uri",
+                "error_description": description.removeprefix("redirect_uris: "),
+            },
+            status=400,
+        )
+    return response
 
 
 def _grant_types(body: bytes) -> list[Any] | None:
     try:
-        data = json.loads(body)
+        data = strictjson.loads(body)  # StrictJsonBodyMiddleware refused what this refuses
     except ValueError:
         return None  # DOT answers malformed JSON itself
     grant_types = data.get("grant_types") if isinstance(data, dict) else None

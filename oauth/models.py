@@ -6,9 +6,12 @@ that the authorization of AI clients can extend them with plain migrations.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from oauth2_provider.models import (
     AbstractAccessToken,
@@ -98,18 +101,75 @@ class ApiToken(models.Model):
         return self.revoked_at is None
 
 
+# A client lists the few addresses its own app returns to; one registration once
+# carried 5,000, each checked on every authorization.
+MAX_REDIRECT_URIS = 10
+MAX_REDIRECT_URI_LENGTH = 2000
+# Plain http is only for an app on the user's own computer (RFC 8252 §7.3, RFC 9700 §2.1).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def authorization_code_digest(code: str) -> str:
+    """What is kept of an authorization code once it is exchanged."""
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def redirect_uri_is_loopback(uri: str) -> bool:
+    """Whether ``uri`` returns to this computer (127.0.0.1, [::1] or localhost)."""
+    try:
+        host = urlsplit(uri).hostname
+    except ValueError:
+        return False
+    return host is not None and host.lower() in LOOPBACK_HOSTS
+
+
+def redirect_uri_refusal(uri: str) -> str | None:
+    """Why an authorization code must not be sent to ``uri``, or None.
+
+    https anywhere; http only to a loopback host, where nothing crosses a network;
+    the private app schemes of ``GATEWAY_OAUTH_REDIRECT_SCHEMES`` (``cursor:``, ...)
+    as DOT checks them. The URI's other rules (no fragment, exact match) are DOT's.
+    """
+    if len(uri) > MAX_REDIRECT_URI_LENGTH:
+        return f"A redirect URI may have at most {MAX_REDIRECT_URI_LENGTH} characters."
+    try:
+        scheme = urlsplit(uri).scheme.lower()
+    except ValueError:
+        return f"{uri} is not a valid URI."
+    if scheme == "http" and not redirect_uri_is_loopback(uri):
+        return (
+            f"{uri} would send the authorization code over plain http to another computer: "
+            "use https (plain http is only for 127.0.0.1, [::1] and localhost)."
+        )
+    return None
+
+
 class OAuthApplication(AbstractApplication):
     """An OAuth client (an AI client such as Claude or an agent).
 
     Clients register themselves (dynamic registration, or a client ID metadata
     document); ``registration_source`` says which, and ``last_used_at`` lets a
-    periodic task delete registrations nobody ever used.
+    periodic task delete registrations nobody ever used. Every way in (DCR, its
+    RFC 7592 update, a metadata document, the admin) runs ``clean``, which holds
+    the redirect URIs to RFC 9700 before DOT's own checks.
     """
 
     last_used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(AbstractApplication.Meta):
         verbose_name = "OAuth application"
+
+    def clean(self) -> None:
+        uris = self.redirect_uris.split()
+        if len(uris) > MAX_REDIRECT_URIS:
+            # Before DOT validates each one: refusing 5,000 should cost nothing.
+            raise ValidationError(
+                {"redirect_uris": [f"Register at most {MAX_REDIRECT_URIS} redirect URIs."]}
+            )
+        problems = [problem for uri in uris if (problem := redirect_uri_refusal(uri))]
+        if problems:
+            raise ValidationError({"redirect_uris": problems})
+        super().clean()
 
 
 class AccessDuration(models.IntegerChoices):
@@ -143,6 +203,9 @@ class OAuthAuthorization(models.Model):  # type: ignore[django-manager-missing]
     resource = models.URLField(max_length=500)
     scope = models.TextField(blank=True)
     client_name = models.CharField(max_length=255, blank=True)
+    # SHA-256 of the authorization code it came from: a replayed code finds it and
+    # revokes it, also after the code itself was deleted.
+    code_digest = models.CharField(max_length=64, blank=True, db_index=True)
     granted_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -162,12 +225,15 @@ class OAuthGrant(AbstractGrant):
 
     It carries what the user chose on the consent page: the endpoint and the
     access duration, which become an ``OAuthAuthorization`` at the exchange.
+    ``consumed_at`` is set by the first exchange attempt, successful or not: a
+    code gets one attempt (a wrong PKCE verifier burns it).
     """
 
     endpoint = models.ForeignKey(
         "endpoints.Endpoint", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
     access_seconds = models.PositiveIntegerField(null=True, blank=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(AbstractGrant.Meta):
         verbose_name = "OAuth grant"

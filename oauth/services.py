@@ -22,9 +22,11 @@ from oauth.models import (
     OAuthAccessToken,
     OAuthApplication,
     OAuthAuthorization,
+    OAuthGrant,
     OAuthRefreshToken,
     Organization,
     Role,
+    authorization_code_digest,
 )
 
 API_TOKEN_PREFIX = "gwt_"
@@ -175,20 +177,24 @@ def oauth_usage_record(*, counts: dict[str, int]) -> None:
 
 @transaction.atomic
 def oauth_authorization_revoke(
-    *, authorization: OAuthAuthorization, actor: User | None = None
+    *, authorization: OAuthAuthorization, actor: User | None = None, reason: str = ""
 ) -> OAuthAuthorization:
     """Revoke an authorized session: its tokens stop working and its MCP streams close.
 
     The tokens are deleted (a refresh token can no longer be exchanged, an access
     token no longer validates); once the transaction commits every gateway
     instance drops the cached token and closes the client's open streams, so its
-    next request gets 401 and it must ask the user again.
+    next request gets 401 and it must ask the user again. ``reason`` is recorded
+    when the gateway revokes on its own (no ``actor``).
     """
     from endpoints.events import principal_revoked_on_commit
 
     if authorization.revoked_at is None:
         authorization.revoked_at = timezone.now()
         authorization.save(update_fields=["revoked_at"])
+        details = {"endpoint": authorization.endpoint.name}
+        if reason:
+            details["reason"] = reason
         management_event_record(
             organization_id=authorization.endpoint.organization_id,
             action="session.revoked",
@@ -196,12 +202,36 @@ def oauth_authorization_revoke(
             target_id=authorization.pk,
             target_name=f"{authorization.client_name} for {authorization.user.get_username()}",
             actor=actor,
-            details={"endpoint": authorization.endpoint.name},
+            details=details,
         )
     OAuthRefreshToken.objects.filter(authorization=authorization).delete()
     OAuthAccessToken.objects.filter(authorization=authorization).delete()
     principal_revoked_on_commit(principal_key=f"oauth:{authorization.pk}")
     return authorization
+
+
+def oauth_authorization_code_replayed(*, application: OAuthApplication, code: str) -> int:
+    """A client's authorization code came back after its one exchange attempt.
+
+    RFC 6749 §4.1.2: refuse it and revoke what it issued, since the code may have
+    been stolen and either party can be the attacker. The code is deleted first:
+    an exchange of it still in progress holds its row (``select_for_update``), so
+    this waits for it to commit and then revokes its tokens, or it finds the row
+    gone and issues nothing. Returns how many authorizations were revoked.
+    """
+    OAuthGrant.objects.filter(code=code, application=application).delete()
+    issued = OAuthAuthorization.objects.select_related("endpoint", "user").filter(
+        application=application,
+        code_digest=authorization_code_digest(code),
+        revoked_at__isnull=True,
+    )
+    revoked = 0
+    for authorization in issued:
+        oauth_authorization_revoke(
+            authorization=authorization, reason="its authorization code was used again"
+        )
+        revoked += 1
+    return revoked
 
 
 def oauth_clients_unused_delete(*, older_than: timedelta, limit: int = 500) -> int:

@@ -10,7 +10,10 @@ valid. What it adds to DOT's validator:
 - no access token outlives its authorization, and a refresh token stops working
   when its authorization has expired or was revoked, so the client must ask the
   user again;
-- a token request must concern exactly the endpoint the code was issued for.
+- a token request must concern exactly the endpoint the code was issued for;
+- a code gets one exchange attempt: a wrong PKCE verifier burns it, and a code
+  presented again revokes the authorization it produced;
+- codes go only to redirect URIs that are https, loopback http or an app scheme.
 """
 
 from __future__ import annotations
@@ -28,11 +31,69 @@ from oauth.models import (
     OAuthAuthorization,
     OAuthGrant,
     OAuthRefreshToken,
+    authorization_code_digest,
+    redirect_uri_refusal,
 )
+from oauth.services import oauth_authorization_code_replayed
 
 
 class GatewayOAuth2Validator(OAuth2Validator):
     """DOT's validator with authorizations bound to one endpoint for a chosen duration."""
+
+    # A client registered before the redirect rules of ``OAuthApplication.clean`` may
+    # still list a plain-http remote URI: no code is ever sent there.
+    def validate_redirect_uri(
+        self, client_id: str, redirect_uri: str, request: Any, *args: Any, **kwargs: Any
+    ) -> bool:
+        if redirect_uri_refusal(redirect_uri) is not None:
+            return False
+        return bool(
+            super().validate_redirect_uri(client_id, redirect_uri, request, *args, **kwargs)
+        )
+
+    def get_default_redirect_uri(
+        self, client_id: str, request: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        uri = super().get_default_redirect_uri(client_id, request, *args, **kwargs)
+        return None if uri and redirect_uri_refusal(uri) is not None else uri
+
+    # --- one exchange attempt per code -------------------------------------------------------
+    # oauthlib checks the code, then PKCE, then the redirect URI. The code is claimed
+    # (a conditional UPDATE that must change one row) before any of that, so only
+    # the first attempt can succeed: a wrong verifier burns the code, and a code
+    # presented again revokes what it issued (RFC 6749 §4.1.2).
+
+    def validate_code(
+        self, client_id: str, code: str, client: Any, request: Any, *args: Any, **kwargs: Any
+    ) -> bool:
+        claimed = OAuthGrant.objects.filter(
+            code=code, application=client, consumed_at__isnull=True
+        ).update(consumed_at=timezone.now())
+        if not claimed:
+            oauth_authorization_code_replayed(application=client, code=code)
+            return False
+        return bool(super().validate_code(client_id, code, client, request, *args, **kwargs))
+
+    # DOT's versions of these three read the code's row again and would answer 500
+    # if a concurrent replay deleted it in between; then the code is simply invalid.
+
+    def get_code_challenge(self, code: str, request: Any) -> str | None:
+        return self._grant(code, request).code_challenge or None
+
+    def get_code_challenge_method(self, code: str, request: Any) -> str | None:
+        return self._grant(code, request).code_challenge_method or None
+
+    def confirm_redirect_uri(
+        self, client_id: str, code: str, redirect_uri: str, client: Any, *args: Any, **kwargs: Any
+    ) -> bool:
+        grant = OAuthGrant.objects.filter(code=code, application=client).first()
+        return grant is not None and bool(grant.redirect_uri_allowed(redirect_uri))
+
+    def _grant(self, code: str, request: Any) -> OAuthGrant:
+        grant = OAuthGrant.objects.filter(code=code, application=request.client).first()
+        if grant is None:
+            raise errors.InvalidGrantError(request=request)
+        return grant
 
     def _create_authorization_code(self, request: Any, code: Any, expires: Any = None) -> Any:
         grant = super()._create_authorization_code(request, code, expires)
@@ -76,8 +137,11 @@ class GatewayOAuth2Validator(OAuth2Validator):
     def _authorization_from_grant(
         self, request: Any, token: dict[str, Any], now: Any
     ) -> OAuthAuthorization:
+        # Locked until the tokens are stored: a replay of this code waits for them,
+        # then revokes them; one that deleted the row first leaves nothing to issue.
         grant = (
-            OAuthGrant.objects.select_related("endpoint")
+            OAuthGrant.objects.select_for_update(of=("self",))
+            .select_related("endpoint")
             .filter(code=request.code, application=request.client)
             .first()
         )
@@ -96,6 +160,7 @@ class GatewayOAuth2Validator(OAuth2Validator):
             resource=grant.resource[0],
             scope=token.get("scope", ""),
             client_name=(request.client.name or "")[:255],
+            code_digest=authorization_code_digest(request.code),
             expires_at=now + timedelta(seconds=grant.access_seconds),
         )
 

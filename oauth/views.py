@@ -38,15 +38,20 @@ def organization_switch_view(request: HttpRequest) -> HttpResponse:
     return redirect(target)
 
 
+# The raw token of the one just created, kept in the session between the POST and
+# the page it redirects to, and removed as it is shown: a refresh neither creates a
+# second token nor shows this one again.
+NEW_TOKEN_SESSION_KEY = "api_token_just_created"
+
+
 @membership_required()
 @require_http_methods(["GET", "POST"])
 def api_token_list_view(request: HttpRequest) -> HttpResponse:
     organization = request.membership.organization  # type: ignore[attr-defined]
-    new_token = None
     error = None
     if request.method == "POST":
         try:
-            _, new_token = services.api_token_create(
+            _, raw = services.api_token_create(
                 organization=organization,
                 user=_user(request),
                 name=request.POST.get("name", ""),
@@ -54,13 +59,20 @@ def api_token_list_view(request: HttpRequest) -> HttpResponse:
             )
         except ValidationError as exc:
             error = " ".join(m for messages_ in exc.message_dict.values() for m in messages_)
+        else:
+            request.session[NEW_TOKEN_SESSION_KEY] = raw
+            return redirect("api-tokens")
+    new_token = request.session.pop(NEW_TOKEN_SESSION_KEY, None)
     tokens = selectors.api_token_list(organization=organization, user=_user(request))
-    return render(
+    response = render(
         request,
         "oauth/api_tokens.html",
         {"tokens": tokens, "new_token": new_token, "error": error},
         status=400 if error else 200,
     )
+    if new_token:
+        response["Cache-Control"] = "no-store"  # the back button must not show it again
+    return response
 
 
 @membership_required()

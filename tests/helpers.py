@@ -7,6 +7,8 @@ import time
 import urllib.request
 from urllib.error import URLError
 
+import httpx
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -37,3 +39,33 @@ def wait_for_http(url: str, timeout: float = 60.0) -> int:
         except OSError:
             time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def mcp_handshake(url: str, token: str, *, version: str = "2025-11-25") -> dict[str, str]:
+    """Open a handshake-era MCP session on a loopback endpoint with raw HTTP.
+
+    Returns the headers every later request of the session sends (bearer, Accept of
+    both media types, ``Mcp-Session-Id``, ``MCP-Protocol-Version``).
+    """
+    assert url.startswith("http://127.0.0.1:")
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": version,
+            "capabilities": {},
+            "clientInfo": {"name": "raw-test-client", "version": "1"},
+        },
+    }
+    response = httpx.post(url, headers=headers, json=initialize, timeout=30)
+    assert response.status_code == 200, response.text
+    session = {
+        **headers,
+        "Mcp-Session-Id": response.headers["mcp-session-id"],
+        "MCP-Protocol-Version": version,
+    }
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert httpx.post(url, headers=session, json=initialized, timeout=30).status_code == 202
+    return session

@@ -74,7 +74,8 @@ def fill_connection_form(
     field(page, "Name").fill(name)
     field(page, "Server URL").fill(server_url)
     field(page, "Authentication").select_option(label=auth_type)
-    field(page, "Bearer token").fill(token)
+    if auth_type == "Bearer token":  # the token field is shown only for bearer authentication
+        field(page, "Bearer token").fill(token)
     field(page, "Extra headers").fill(headers)
     field(page, "Instructions").fill(instructions)
 

@@ -21,11 +21,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from django.contrib.auth import get_user_model
 
-from connections.models import CatalogEntry
+from connections.models import CatalogEntry, Connection
 from connections.services import connection_check_health, connection_create
+from endpoints.models import Endpoint
 from endpoints.services import endpoint_create, endpoint_entries_set_enabled
 from oauth.models import Organization, Role
 from oauth.services import api_token_create, membership_set, organization_create
@@ -37,23 +39,67 @@ ENDPOINT_SLUG = "conformance"
 
 def teardown() -> None:
     """Remove what a previous run created (the organisation cascades to the rest)."""
-    Organization.objects.filter(slug=ORGANIZATION_SLUG).delete()
-    get_user_model().objects.filter(username=USERNAME).delete()
+    remove_organization(slug=ORGANIZATION_SLUG, username=USERNAME)
 
 
-def provision(*, upstream_url: str) -> tuple[dict[str, object], str]:
-    """Create the run's organisation, endpoint and token; a summary and the raw token."""
-    teardown()
-    User = get_user_model()
-    user = User.objects.create(username=USERNAME)
-    password = os.environ.get("CONFORMANCE_PASSWORD")
+def remove_organization(*, slug: str, username: str) -> None:
+    """Remove an organisation (it cascades to its connections, endpoints and tokens) and a user."""
+    Organization.objects.filter(slug=slug).delete()
+    get_user_model().objects.filter(username=username).delete()
+
+
+def organization_with_admin(
+    *, slug: str, name: str, username: str, password: str | None = None
+) -> tuple[Organization, Any]:
+    """A new organisation with a new user as its admin; a previous one of that slug goes first.
+
+    Without ``password`` the user cannot sign in (API tokens only).
+    """
+    remove_organization(slug=slug, username=username)
+    user = get_user_model().objects.create(username=username)
     if password:  # the authorization scenarios sign in at the consent page
         user.set_password(password)
     else:
         user.set_unusable_password()
     user.save(update_fields=["password"])
-    organization = organization_create(name="Conformance CI", slug=ORGANIZATION_SLUG)
+    organization = organization_create(name=name, slug=slug)
     membership_set(organization=organization, user=user, role=Role.ADMIN)
+    return organization, user
+
+
+def endpoint_serving_all(
+    *,
+    organization: Organization,
+    connection: Connection,
+    slug: str,
+    name: str,
+    description: str = "",
+) -> tuple[Endpoint, int, Any]:
+    """An endpoint of one connection, names unprefixed, every catalog entry enabled.
+
+    Returns the endpoint, the number of entries and the toggle update.
+    """
+    endpoint = endpoint_create(
+        organization=organization,
+        name=name,
+        description=description,
+        slug=slug,
+        connection_ids=[str(connection.pk)],
+        prefix_names=False,
+    )
+    entries = list(CatalogEntry.objects.filter(connection=connection).values_list("pk", flat=True))
+    update = endpoint_entries_set_enabled(endpoint=endpoint, entry_ids=entries, enabled=True)
+    return endpoint, len(entries), update
+
+
+def provision(*, upstream_url: str) -> tuple[dict[str, object], str]:
+    """Create the run's organisation, endpoint and token; a summary and the raw token."""
+    organization, user = organization_with_admin(
+        slug=ORGANIZATION_SLUG,
+        name="Conformance CI",
+        username=USERNAME,
+        password=os.environ.get("CONFORMANCE_PASSWORD"),
+    )
     connection = connection_create(
         organization=organization,
         name="Conformance fixture",
@@ -63,20 +109,17 @@ def provision(*, upstream_url: str) -> tuple[dict[str, object], str]:
     check = connection_check_health(connection=connection)
     if not check.ok:
         raise SystemExit(f"The fixture upstream did not answer the health check: {check.error}")
-    endpoint = endpoint_create(
+    endpoint, entries, update = endpoint_serving_all(
         organization=organization,
+        connection=connection,
+        slug=ENDPOINT_SLUG,
         name="Conformance",
         description="The conformance suite's fixture, names unprefixed.",
-        slug=ENDPOINT_SLUG,
-        connection_ids=[str(connection.pk)],
-        prefix_names=False,
     )
-    entries = list(CatalogEntry.objects.filter(connection=connection).values_list("pk", flat=True))
-    update = endpoint_entries_set_enabled(endpoint=endpoint, entry_ids=entries, enabled=True)
     _, raw = api_token_create(organization=organization, user=user, name="conformance suite")
     summary: dict[str, object] = {
         "slug": endpoint.slug,
-        "entries": len(entries),
+        "entries": entries,
         "enabled": update.changed,
         "skipped": len(update.skipped),
     }

@@ -123,3 +123,103 @@ def demo_sse_upstream():
     yield RunningUpstream(url=f"http://127.0.0.1:{port}/sse", port=port)
     process.terminate()
     process.wait(timeout=10)
+
+
+# --- third-party peers (tests/peers): skipped, saying why, when Node or the venv is missing ---
+
+PEERS = ROOT / "tests" / "peers"
+PEERS_VENV_PYTHON = ROOT / ".cache" / "peers-venv" / "bin" / "python"
+EVERYTHING_JS = (
+    PEERS / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+)
+
+
+@dataclass
+class Peer:
+    """A third-party MCP server on loopback: its URL (or stdio command) and transport."""
+
+    url: str
+    transport: str
+    port: int = 0
+    command: str = ""
+    args: tuple[str, ...] = ()
+
+    def calls(self) -> dict[str, int]:
+        """How often each tool ran (the FastMCP 1.x peer counts them)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/calls", timeout=5) as answer:
+            return json.loads(answer.read())
+
+
+@pytest.fixture
+def start_everything():
+    """``start_everything(mode)``: npm @modelcontextprotocol/server-everything in
+    ``streamableHttp``, ``sse`` or ``stdio`` mode."""
+    import os
+    import shutil
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed: cannot run the npm server-everything peer")
+    if not EVERYTHING_JS.exists():
+        pytest.fail(
+            "tests/peers is not installed: run .ci/install-peers (make test does it first)",
+            pytrace=False,
+        )
+    processes: list[subprocess.Popen[bytes]] = []
+    # loopback.cjs makes the server bind 127.0.0.1 only.
+    command = (node, "--require", str(PEERS / "loopback.cjs"), str(EVERYTHING_JS))
+
+    def start(mode: str) -> Peer:
+        if mode == "stdio":
+            return Peer(url="", transport="stdio", command=node, args=(*command[1:], "stdio"))
+        port = free_port()
+        processes.append(
+            subprocess.Popen(
+                [*command, mode],
+                cwd=PEERS,
+                env={"PATH": os.environ.get("PATH", ""), "PORT": str(port)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_for_port(port)
+        path = "/sse" if mode == "sse" else "/mcp"
+        transport = "sse" if mode == "sse" else "streamable-http"
+        return Peer(url=f"http://127.0.0.1:{port}{path}", transport=transport, port=port)
+
+    yield start
+    for process in processes:
+        _stop(process)
+
+
+@pytest.fixture
+def start_fastmcp1():
+    """``start_fastmcp1(*flags, transport=...)``: a PyPI mcp 1.x FastMCP server
+    (tests/peers/python/fastmcp1_server.py) from the peers venv."""
+    if not PEERS_VENV_PYTHON.exists():
+        pytest.skip("the peers venv is missing: run .ci/install-python-peers (mcp 1.x)")
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*flags: str, transport: str = "streamable-http") -> Peer:
+        port = free_port()
+        processes.append(
+            subprocess.Popen(
+                [
+                    str(PEERS_VENV_PYTHON),
+                    str(PEERS / "python" / "fastmcp1_server.py"),
+                    str(port),
+                    "--transport",
+                    transport,
+                    *flags,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_for_port(port)
+        path = "/sse" if transport == "sse" else "/mcp"
+        return Peer(url=f"http://127.0.0.1:{port}{path}", transport=transport, port=port)
+
+    yield start
+    for process in processes:
+        _stop(process)

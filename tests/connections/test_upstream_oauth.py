@@ -340,3 +340,98 @@ def test_a_revoked_refresh_token_needs_a_new_sign_in(signed, admin, upstream):
     assert after.state == CredentialState.NEEDS_REAUTH
     assert "invalid_grant" in after.state_reason
     assert credentials.credentials_refresh_due() == []  # the task leaves it alone now
+
+
+# --- a server that cannot fetch the gateway's client ID metadata document ----------------------
+
+
+@pytest.fixture
+def unreachable_cimd(org, start_oauth_upstream, settings):
+    """A server that advertises CIMD but cannot fetch the gateway's document.
+
+    The gateway's public URL is on loopback, so CIMD is usable from its side; the
+    server answers a URL client id with ``invalid_client``, as a server on the
+    internet answers a gateway on a private address.
+    """
+    settings.GATEWAY_PUBLIC_URL = "http://127.0.0.1:9"
+    upstream = start_oauth_upstream("--refuse-cimd")
+    connection = connection_create(
+        organization=org,
+        name="Refuses CIMD",
+        server_url=upstream.url,
+        auth_type="oauth",
+        credential_mode="personal",
+    )
+    return upstream, connection
+
+
+def client_id_of(authorize_url: str) -> str:
+    return parse_qs(urlsplit(authorize_url).query)["client_id"][0]
+
+
+def test_it_falls_back_to_dynamic_registration_when_the_server_refuses_its_cimd(
+    unreachable_cimd, admin
+):
+    upstream, connection = unreachable_cimd
+    client = Client()
+    client.force_login(admin.user)
+
+    authorize_url = start(client, connection)
+
+    events = upstream.events()
+    cimd_url = "http://127.0.0.1:9/oauth/upstream-client.json"
+    assert {"event": "cimd_refused", "client_id": cimd_url} in events
+    registered = [e for e in events if e["event"] == "registered"]
+    assert [e["client_id"] for e in registered] == [client_id_of(authorize_url)]
+    assert client_id_of(authorize_url) != cimd_url
+    connection.refresh_from_db()
+    assert connection.oauth_registration == "dcr"
+    assert connection.oauth_client["cimd_refused"] is True
+
+    # The sign-in completes with the registered client.
+    response = client.get(path_of(upstream_answer(authorize_url, "alice-up")))
+    assert response.status_code == 302
+    assert UpstreamCredential.objects.get(user=admin.user).state == CredentialState.VALID
+
+    # The choice is remembered: the next sign-in neither asks about CIMD nor registers again.
+    again = start(client, connection)
+    assert client_id_of(again) == client_id_of(authorize_url)
+    later = upstream.events()[len(events) :]
+    assert not [e for e in later if e["event"] in ("cimd_refused", "registered")]
+
+
+def test_a_cimd_client_refused_at_the_token_endpoint_registers_dynamically_next_time(
+    unreachable_cimd, admin
+):
+    upstream, connection = unreachable_cimd
+    cimd_url = "http://127.0.0.1:9/oauth/upstream-client.json"
+    # A CIMD registration made while the server could still fetch the document.
+    connection.oauth_client = upstream_oauth.ClientRegistration(
+        method="cimd",
+        client_id=cimd_url,
+        client_secret=None,
+        token_endpoint_auth_method="none",
+        issuer=upstream.base,
+    ).as_json()
+    connection.save()
+    client = Client()
+    client.force_login(admin.user)
+    authorize_url = start(client, connection)
+    assert client_id_of(authorize_url) == cimd_url
+    state = parse_qs(urlsplit(authorize_url).query)["state"][0]
+
+    response = client.get(
+        "/connections/oauth/callback", {"state": state, "code": "any", "iss": upstream.base}
+    )
+
+    assert response.status_code == 400
+    assert "(invalid_client)" in response.content.decode()
+    connection.refresh_from_db()
+    assert connection.oauth_client == {"cimd_refused": True}
+    assert connection.oauth_registration is None
+
+    retry = start(client, connection)
+    assert client_id_of(retry) != cimd_url
+    assert [e for e in upstream.events() if e["event"] == "registered"]
+    connection.refresh_from_db()
+    assert connection.oauth_registration == "dcr" and connection.oauth_client["cimd_refused"]

@@ -23,7 +23,7 @@ def api_status(raw: str) -> int:
 def test_the_page_creates_a_token_shows_it_once_and_stores_only_a_hash(client, member):
     client.force_login(member.user)
 
-    response = client.post("/settings/api-tokens", {"name": "deploy script"})
+    response = client.post("/settings/api-tokens", {"name": "deploy script"}, follow=True)
 
     raw = response.context["new_token"]
     assert raw.startswith("gwt_")
@@ -46,7 +46,7 @@ def test_a_token_needs_a_name(client, member):
 
 def test_revoking_from_the_page_stops_the_token(client, member):
     client.force_login(member.user)
-    raw = client.post("/settings/api-tokens", {"name": "ci"}).context["new_token"]
+    raw = client.post("/settings/api-tokens", {"name": "ci"}, follow=True).context["new_token"]
     token = ApiToken.objects.get(name="ci")
 
     client.post(f"/settings/api-tokens/{token.pk}/revoke")
@@ -92,3 +92,18 @@ def test_the_command_explains_unknown_users_and_organisations(admin, db):
         call_command("create_api_token", "nobody")
     with pytest.raises(CommandError, match="not a member of 'globex'"):
         call_command("create_api_token", "alice", "--org", "globex")
+
+
+def test_the_page_redirects_after_creating_so_a_refresh_creates_no_second_token(client, member):
+    client.force_login(member.user)
+
+    response = client.post("/settings/api-tokens", {"name": "deploy script"})
+
+    assert response.status_code == 302 and response["Location"] == "/settings/api-tokens"
+    shown = client.get("/settings/api-tokens")
+    assert shown.context["new_token"].startswith("gwt_")
+    assert shown["Cache-Control"] == "no-store"
+    # A refresh is a GET: no new token, and the one created is not shown again.
+    again = client.get("/settings/api-tokens")
+    assert again.context["new_token"] is None
+    assert ApiToken.objects.filter(name="deploy script").count() == 1

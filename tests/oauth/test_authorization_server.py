@@ -20,10 +20,11 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
+from audit.models import ManagementEvent
 from endpoints.models import EndpointAccess
 from endpoints.provider import principal_from_token
 from endpoints.services import endpoint_entries_set_enabled, endpoint_update
-from oauth.models import AccessDuration, OAuthApplication, OAuthAuthorization, Role
+from oauth.models import AccessDuration, OAuthApplication, OAuthAuthorization, OAuthGrant, Role
 from oauth.services import oauth_authorization_revoke, oauth_clients_unused_delete
 from tests.conftest import make_person
 from tests.endpoints.conftest import entry, store, tool
@@ -452,8 +453,8 @@ def test_a_resource_with_trailing_slash_drift_is_refused(client, admin, endpoint
     assert code_from(client.get("/o/authorize/", params))["error"] == "invalid_target"
 
 
-@pytest.mark.django_db
-def test_a_replayed_code_is_refused(client, admin, endpoint):
+def _fresh_code(client: Client, admin, endpoint) -> tuple[str, str, Pkce]:
+    """A registered client, and a code alice gave it for an hour on the endpoint."""
     client_id = register(client)
     browser = Client()
     browser.force_login(admin.user)
@@ -461,24 +462,83 @@ def test_a_replayed_code_is_refused(client, admin, endpoint):
     code = code_from(
         consent(browser, authorize_params(client_id, proof, endpoint.url), duration=3600)
     )["code"]
-    assert exchange(client, client_id, code, proof, endpoint.url).status_code == 200
+    return client_id, code, proof
+
+
+@pytest.mark.django_db
+def test_a_replayed_code_is_refused_and_revokes_the_tokens_it_issued(client, admin, endpoint):
+    client_id, code, proof = _fresh_code(client, admin, endpoint)
+    first = exchange(client, client_id, code, proof, endpoint.url)
+    assert first.status_code == 200
+    tokens = _json(first)
+    assert principal_from_token(tokens["access_token"]) is not None
+
     replay = exchange(client, client_id, code, proof, endpoint.url)
+
     assert replay.status_code == 400
     assert _json(replay)["error"] == "invalid_grant"
+    assert principal_from_token(tokens["access_token"]) is None
+    refreshed = refresh(client, client_id, tokens["refresh_token"])
+    assert refreshed.status_code == 400
+    assert _json(refreshed)["error"] == "invalid_grant"
+    authorization = OAuthAuthorization.objects.get()
+    assert authorization.revoked_at is not None
+    event = ManagementEvent.objects.get(action="session.revoked")
+    assert event.details["reason"] == "its authorization code was used again"
 
 
 @pytest.mark.django_db
-def test_a_wrong_code_verifier_is_refused(client, admin, endpoint):
-    client_id = register(client)
-    browser = Client()
-    browser.force_login(admin.user)
-    proof = pkce()
-    code = code_from(
-        consent(browser, authorize_params(client_id, proof, endpoint.url), duration=3600)
-    )["code"]
+def test_a_code_replayed_after_housekeeping_deleted_it_still_revokes(client, admin, endpoint):
+    client_id, code, proof = _fresh_code(client, admin, endpoint)
+    tokens = _json(exchange(client, client_id, code, proof, endpoint.url))
+    OAuthGrant.objects.all().delete()  # as clear_expired does once the code expired
+
+    replay = exchange(client, client_id, code, proof, endpoint.url)
+
+    assert _json(replay)["error"] == "invalid_grant"
+    assert principal_from_token(tokens["access_token"]) is None
+
+
+@pytest.mark.django_db
+def test_a_code_replayed_by_another_client_revokes_nothing_of_its_owner(client, admin, endpoint):
+    client_id, code, proof = _fresh_code(client, admin, endpoint)
+    tokens = _json(exchange(client, client_id, code, proof, endpoint.url))
+    other_id = register(client)
+
+    assert _json(exchange(client, other_id, code, proof, endpoint.url))["error"] == "invalid_grant"
+    assert principal_from_token(tokens["access_token"]) is not None
+
+
+@pytest.mark.django_db
+def test_a_wrong_code_verifier_burns_the_code(client, admin, endpoint):
+    client_id, code, proof = _fresh_code(client, admin, endpoint)
+
     response = exchange(client, client_id, code, pkce(), endpoint.url)
     assert response.status_code == 400
     assert _json(response)["error"] == "invalid_grant"
+
+    late = exchange(client, client_id, code, proof, endpoint.url)
+    assert late.status_code == 400
+    assert _json(late)["error"] == "invalid_grant"
+    assert not OAuthAuthorization.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_missing_code_verifier_burns_the_code(client, admin, endpoint):
+    client_id, code, proof = _fresh_code(client, admin, endpoint)
+    response = client.post(
+        "/o/token/",
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "client_id": client_id,
+            "resource": endpoint.url,
+        },
+    )
+    assert response.status_code == 400
+    assert _json(exchange(client, client_id, code, proof, endpoint.url))["error"] == "invalid_grant"
+    assert not OAuthAuthorization.objects.exists()
 
 
 @pytest.mark.django_db
@@ -608,3 +668,136 @@ def test_the_activity_log_knows_who_holds_an_expired_oauth_token(authorized, adm
     assert who is not None
     assert (who.user_id, who.token_kind, who.client_name) == (admin.user.pk, "oauth", "Test agent")
     assert who.revoked is True
+
+
+# --- redirect URIs at authorization (RFC 9700) ----------------------------------------------
+
+
+def _legacy_client(uri: str) -> OAuthApplication:
+    """A client stored before the redirect rules existed (``save`` skips ``clean``)."""
+    return OAuthApplication.objects.create(
+        name="Old agent",
+        client_type="public",
+        authorization_grant_type="authorization-code",
+        redirect_uris=uri,
+        registration_source="dcr",
+    )
+
+
+@pytest.mark.django_db
+def test_no_code_goes_to_a_plain_http_remote_redirect_registered_earlier(client, admin, endpoint):
+    application = _legacy_client("http://app.example.com/cb")
+    client.force_login(admin.user)
+    params = authorize_params(
+        application.client_id, pkce(), endpoint.url, redirect_uri="http://app.example.com/cb"
+    )
+    response = client.get("/o/authorize/", params)
+    assert response.status_code == 400
+    assert "cannot be used" in response.content.decode()
+    # Without redirect_uri the registered one would be the default: refused the same way.
+    params.pop("redirect_uri")
+    response = client.get("/o/authorize/", params)
+    assert response.status_code == 400
+    assert "cannot be used" in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("uri", "shown", "loopback"),
+    [
+        ("https://app.example.com/cb", "https://app.example.com", False),
+        ("https://127.0.0.1.example.com/cb", "https://127.0.0.1.example.com", False),
+        ("http://127.0.0.1:3030/callback", "http://127.0.0.1:3030", True),
+        ("cursor://anysphere.cursor-retrieval/cb", "cursor://anysphere.cursor-retrieval", False),
+    ],
+)
+def test_the_consent_page_shows_where_the_code_goes_with_its_scheme(
+    client, admin, endpoint, uri, shown, loopback
+):
+    client_id = register(client, redirect_uris=[uri])
+    client.force_login(admin.user)
+    page = client.get(
+        "/o/authorize/", authorize_params(client_id, pkce(), endpoint.url, redirect_uri=uri)
+    )
+    assert page.status_code == 200, page.content
+    html = page.content.decode()
+    assert f'<code class="redirect-origin">{shown}</code>' in html
+    assert ("(an app on this computer)" in html) is loopback
+
+
+class DocumentFetcher:
+    """Stands in for the network part of DOT's fetcher only: the document comes from
+    here, and DOT validates and stores it as it would a fetched one."""
+
+    documents: dict[str, dict] = {}
+
+    def fetch(self, client_id: str) -> tuple[dict, int]:
+        return self.documents[client_id], 300
+
+
+@pytest.fixture
+def metadata_documents(settings):
+    settings.OAUTH2_PROVIDER = {
+        **settings.OAUTH2_PROVIDER,
+        "CIMD_METADATA_FETCHER": f"{__name__}.DocumentFetcher",
+    }
+    DocumentFetcher.documents = {}
+    yield DocumentFetcher.documents
+    DocumentFetcher.documents = {}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("redirect", "accepted"),
+    [("https://agent.example.com/cb", True), ("http://agent.example.com/cb", False)],
+)
+def test_a_client_metadata_document_follows_the_same_redirect_rules(
+    client, admin, endpoint, metadata_documents, redirect, accepted
+):
+    client_id = "https://agent.example.com/client.json"
+    metadata_documents[client_id] = {
+        "client_id": client_id,
+        "client_name": "Doc agent",
+        "redirect_uris": [redirect],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_method": "none",
+    }
+    client.force_login(admin.user)
+    params = authorize_params(client_id, pkce(), endpoint.url, redirect_uri=redirect)
+    response = client.get("/o/authorize/", params)
+    assert (response.status_code == 200) is accepted, response.content
+    assert OAuthApplication.objects.filter(client_id=client_id).exists() is accepted
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_exchanges_of_one_code_leave_no_working_token(admin, endpoint):
+    import threading
+
+    from django.db import connection
+
+    client_id, code, proof = _fresh_code(Client(), admin, endpoint)
+    start = threading.Barrier(4)
+    answers: list[tuple[int, dict]] = []
+
+    def attempt() -> None:
+        try:
+            start.wait(timeout=10)
+            response = exchange(Client(), client_id, code, proof, endpoint.url)
+            answers.append((response.status_code, _json(response)))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert len(answers) == 4
+    assert sum(status == 200 for status, _ in answers) <= 1
+    for status, body in answers:
+        if status == 200:
+            assert principal_from_token(body["access_token"]) is None
+        else:
+            assert body["error"] == "invalid_grant"
+    assert not OAuthAuthorization.objects.filter(revoked_at__isnull=True).exists()

@@ -180,6 +180,14 @@ def test_an_sdk_oauth_client_authorizes_through_the_consent_page_and_calls_tools
 
 def oauth_tokens(base: str, username: str, resource: str, seconds: int = 3600) -> dict:
     """Register, sign in, consent and exchange the code against the live gateway."""
+    form = oauth_code_exchange(base, username, resource, seconds)
+    tokens = httpx.post(f"{base}/o/token/", data=form, timeout=10)
+    assert tokens.status_code == 200, tokens.text
+    return dict(tokens.json())
+
+
+def oauth_code_exchange(base: str, username: str, resource: str, seconds: int = 3600) -> dict:
+    """Register, sign in and consent against the live gateway: the token request's form."""
     verifier = secrets.token_urlsafe(48)
     challenge = (
         base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -226,19 +234,14 @@ def oauth_tokens(base: str, username: str, resource: str, seconds: int = 3600) -
         )
         assert answer.status_code == 302, answer.text
         code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
-        tokens = http.post(
-            "/o/token/",
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": CALLBACK,
-                "client_id": client_id,
-                "code_verifier": verifier,
-                "resource": resource,
-            },
-        )
-        assert tokens.status_code == 200, tokens.text
-        return tokens.json()
+        return {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": CALLBACK,
+            "client_id": client_id,
+            "code_verifier": verifier,
+            "resource": resource,
+        }
 
 
 def _initialize(url: str, token: str) -> httpx.Response:
@@ -299,6 +302,38 @@ def test_a_token_past_its_authorization_is_refused(live_gateway, served_endpoint
     )
     assert refreshed.status_code == 400
     assert refreshed.json()["error"] == "invalid_grant"
+
+
+def test_a_replayed_code_cuts_the_tokens_it_issued_on_the_live_gateway(
+    live_gateway, served_endpoint, admin
+):
+    served = served_endpoint()
+    gateway = live_gateway()
+    url = gateway.endpoint_url(served.slug)
+    form = oauth_code_exchange(gateway.base, admin.user.username, url)
+    first = httpx.post(f"{gateway.base}/o/token/", data=form, timeout=10)
+    assert first.status_code == 200, first.text
+    tokens = first.json()
+    assert _initialize(url, tokens["access_token"]).status_code == 200
+
+    replay = httpx.post(f"{gateway.base}/o/token/", data=form, timeout=10)
+
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    deadline = time.monotonic() + 3
+    while _initialize(url, tokens["access_token"]).status_code != 401:
+        assert time.monotonic() < deadline, "the access token still works after the replay"
+        time.sleep(0.2)
+    refreshed = httpx.post(
+        f"{gateway.base}/o/token/",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": form["client_id"],
+        },
+        timeout=10,
+    )
+    assert refreshed.status_code == 400
 
 
 def test_revoking_a_session_closes_its_open_stream_at_once(live_gateway, served_endpoint, admin):

@@ -1,7 +1,7 @@
 """An MCP server protected by its own OAuth authorization server, for tests (loopback only).
 
 ``python -m tests.upstreams.oauth_server PORT [--access-ttl S] [--cimd] [--no-dcr]
-[--client ID:SECRET --client-redirect URL] [--no-iss]``
+[--refuse-cimd] [--client ID:SECRET --client-redirect URL] [--no-iss]``
 
 Built from the SDK's pieces: a low-level ``Server`` served over Streamable HTTP at
 ``/mcp``, its bearer middleware (401 with ``resource_metadata``; tokens must be
@@ -15,7 +15,10 @@ metadata, and the SDK's authorization server routes (``/authorize``, ``/token``,
 - access tokens live ``--access-ttl`` seconds (default 3600); refresh tokens rotate;
 - ``--cimd`` advertises client ID metadata documents and accepts URL client ids,
   fetching the document (from the gateway, on loopback); ``--no-dcr`` turns dynamic
-  registration off; ``--client ID:SECRET`` (with ``--client-redirect URL``)
+  registration off; ``--refuse-cimd`` advertises client ID metadata documents but
+  cannot fetch them, as a server on the internet cannot reach a gateway on a private
+  address: a URL client id is answered ``invalid_client`` at ``/authorize`` (HTTP 400,
+  no redirect) and at ``/token``; ``--client ID:SECRET`` (with ``--client-redirect URL``)
   pre-registers a confidential client, as an admin would at the server; ``--no-iss``
   leaves RFC 9207 ``iss`` out of the redirect;
 - ``whoami`` answers the subject of the token it was called with; every MCP request
@@ -65,8 +68,11 @@ EVENTS: list[dict[str, Any]] = []
 class Provider:
     """The authorization server's storage, in memory."""
 
-    def __init__(self, *, issuer: str, access_ttl: int, cimd: bool, iss: bool) -> None:
+    def __init__(
+        self, *, issuer: str, access_ttl: int, cimd: bool, iss: bool, refuse_cimd: bool = False
+    ) -> None:
         self.issuer, self.access_ttl, self.cimd, self.iss = issuer, access_ttl, cimd, iss
+        self.refuse_cimd = refuse_cimd
         self.clients: dict[str, OAuthClientInformationFull] = {}
         self.pending: dict[str, tuple[str, AuthorizationParams]] = {}
         self.codes: dict[str, AuthorizationCode] = {}
@@ -215,7 +221,11 @@ class Provider:
 def build(port: int, args: argparse.Namespace) -> ASGIApp:
     base = f"http://127.0.0.1:{port}"
     provider = Provider(
-        issuer=base, access_ttl=args.access_ttl, cimd=args.cimd, iss=not args.no_iss
+        issuer=base,
+        access_ttl=args.access_ttl,
+        cimd=args.cimd and not args.refuse_cimd,
+        iss=not args.no_iss,
+        refuse_cimd=args.refuse_cimd,
     )
     if args.client:
         client_id, client_secret = args.client.split(":", 1)
@@ -288,7 +298,7 @@ def build(port: int, args: argparse.Namespace) -> ASGIApp:
                 "none",
             ],
             code_challenge_methods_supported=["S256"],
-            client_id_metadata_document_supported=True if args.cimd else None,
+            client_id_metadata_document_supported=True if args.cimd or args.refuse_cimd else None,
             authorization_response_iss_parameter_supported=True if not args.no_iss else None,
         )
         return JSONResponse(document.model_dump(mode="json", exclude_none=True))
@@ -360,6 +370,19 @@ class Recorder:
         self.app, self.provider = app, provider
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/authorize" and self.provider.refuse_cimd:
+            query = parse_qs(scope.get("query_string", b"").decode())
+            client_id = (query.get("client_id") or [""])[0]
+            if client_id.startswith(("http://", "https://")):
+                EVENTS.append({"event": "cimd_refused", "client_id": client_id})
+                refusal = JSONResponse(
+                    {
+                        "error": "invalid_client",
+                        "error_description": "The client metadata document could not be fetched.",
+                    },
+                    status_code=400,
+                )
+                return await refusal(scope, receive, send)
         if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         path = scope["path"]
@@ -420,6 +443,7 @@ def main() -> None:
     parser.add_argument("--access-ttl", type=int, default=3600)
     parser.add_argument("--cimd", action="store_true")
     parser.add_argument("--no-dcr", action="store_true")
+    parser.add_argument("--refuse-cimd", action="store_true")
     parser.add_argument("--client")
     parser.add_argument("--client-redirect")
     parser.add_argument("--no-iss", action="store_true")
