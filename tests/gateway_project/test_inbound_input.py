@@ -298,7 +298,7 @@ def test_the_schema_documents_the_answers_as_they_are(admin):
         return paths[path][method]["responses"]["200"]["content"]["application/json"]["schema"]
 
     page = components[ok_schema("/api/audit-logs")["$ref"].rsplit("/", 1)[1]]
-    assert set(page["properties"]) == {"records", "nextCursor"}
+    assert set(page["properties"]) == {"records", "nextCursor", "quarantine"}
     events = components[ok_schema("/api/audit-events")["$ref"].rsplit("/", 1)[1]]
     assert events["properties"]["events"]["type"] == "array"
     for path in ("/api/mcp-connections", "/api/mcp-endpoints"):
