@@ -428,6 +428,7 @@ class GatewayBackend:
         try:
             return await self._send(ctx, route, send)
         except UpstreamError as error:
+            ctx.upstream_error = error
             text = upstream_failure_message(route.server_label, error)
             return {"content": [{"type": "text", "text": text}], "isError": True}
         except UpstreamCallError as error:
@@ -450,6 +451,7 @@ class GatewayBackend:
         try:
             return await self._send(ctx, route, send)
         except UpstreamError as error:
+            ctx.upstream_error = error
             raise ProtocolError(
                 jsonrpc.SERVER_ERROR, upstream_failure_message(route.server_label, error)
             ) from None

@@ -66,6 +66,9 @@ class CallContext:
     # Set by the backend for the activity log (issue 7): where the call went, how long it took.
     route: Route | None = None
     upstream_seconds: float | None = None
+    # The upstream failure the backend turned into the client's short message; its
+    # precise description (``detail``) is kept in the activity record for admins.
+    upstream_error: Exception | None = None
 
     @property
     def modern(self) -> bool:

@@ -108,6 +108,9 @@ def test_failed_and_refused_calls_are_recorded(live_gateway, audited_endpoint, a
     failed = by_kind[("tools/call", "paged__tool_00", "tool_error")]
     assert failed.is_error is True
     assert failed.error_message == "The server 'Paged' is unreachable right now."
+    # Admins get the precise failure the client's short message stands for.
+    assert failed.error_detail and failed.error_detail != failed.error_message
+    assert "refused" in failed.error_detail.lower(), failed.error_detail
 
 
 def test_the_connections_bearer_token_never_reaches_the_log(
