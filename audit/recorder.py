@@ -70,6 +70,7 @@ from audit.quarantine import (
     quarantine_write,
 )
 from audit.redaction import redactor
+from gateway_project import strictjson
 from gateway_project.text import (
     REPLACEMENT,
     fields_storable,
@@ -1158,12 +1159,9 @@ async def _body_read(receive: Callable[[], Awaitable[dict[str, Any]]]) -> tuple[
         size += len(chunks[-1])
         if size > settings.GATEWAY_MCP_MAX_BODY_BYTES or not part.get("more_body", False):
             break
-    raw = b"".join(chunks)
     try:
-        return orjson.loads(raw), size
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(raw), size  # integers beyond 64 bits, which orjson refuses
+        # The parser every inbound path uses: invalid Unicode and deep nesting are
+        # refused here too, rather than made into a record that cannot be stored.
+        return strictjson.loads(b"".join(chunks)), size
     except ValueError:
         return None, size
