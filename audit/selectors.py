@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection
@@ -106,14 +106,25 @@ def _uuid(field: str, value: str) -> uuid.UUID:
 
 
 def _moment(field: str, value: str) -> datetime:
-    moment = parse_datetime(value)
+    moment = _utc(value)
     if moment is None:
         raise FilterError(field, "Use an ISO 8601 date and time, e.g. 2026-01-31T12:00:00Z.")
-    if moment.tzinfo is None:
-        from django.utils import timezone
-
-        moment = timezone.make_aware(moment, timezone.get_current_timezone())
     return moment
+
+
+def _utc(value: str) -> datetime | None:
+    """An ISO 8601 moment in UTC, or None when it is not one. In UTC because
+    PostgreSQL refuses offsets beyond ±15:59 that Python accepts (``+20:41``), and a
+    moment whose UTC form is out of range (year 9999 at -15:00) is no moment."""
+    try:
+        moment = parse_datetime(value)
+        if moment is None:
+            return None
+        if moment.tzinfo is None:
+            moment = timezone.make_aware(moment, timezone.get_current_timezone())
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
 def audit_record_queryset(
@@ -170,7 +181,7 @@ def _cursor_decode(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         at_text, pk_text = json.loads(base64.urlsafe_b64decode(padded))
-        at = parse_datetime(at_text)
+        at = _utc(at_text) if isinstance(at_text, str) else None
         if at is None:
             raise ValueError
         return at, uuid.UUID(pk_text)

@@ -38,6 +38,30 @@ def test_the_activity_pages_refuse_a_nul_in_a_filter_with_a_400(admin, client, p
     assert client.get(path).status_code == 400
 
 
+@pytest.mark.parametrize(
+    "since",
+    [
+        "3313-02-04T18:41:33%2B20:41",  # an offset Python takes and PostgreSQL refuses
+        "9999-12-31T23:59:59-15:00",  # beyond the last moment once in UTC
+        "2026-13-40T00:00:00Z",  # the right shape, no such day
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/audit-logs", "/api/audit-logs/export.csv"])
+def test_moments_the_database_cannot_hold_are_answered_without_a_server_error(admin, path, since):
+    make_records(admin.organization, 2)
+
+    answer = admin.api().get(f"{path}?since={since}")
+
+    if since.startswith("3313"):
+        # Taken in UTC: a valid moment, after every record.
+        assert answer.status_code == 200
+        body = b"".join(answer.streaming_content) if answer.streaming else answer.content
+        assert b"3313" not in body and b"failed" not in body.lower()
+    else:
+        assert answer.status_code == 400
+        assert "since" in answer.json()["details"]
+
+
 def _backends(name: str) -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name])
