@@ -342,6 +342,9 @@ class Expected:
     check: str
     line: int
     matched: bool = False
+    # Seen failing in some runs only (a race not yet understood): tolerated when it
+    # fails, and not stale when it passes. Listed so it stays in sight, not hidden.
+    intermittent: bool = False
 
     def matches(self, verdict: Verdict) -> bool:
         return (
@@ -352,16 +355,20 @@ class Expected:
 
 
 def read_expected(path: Path) -> list[Expected]:
-    """``<upstream> <client> <check>`` per line (shell-style wildcards), ``#`` comments."""
+    """``<upstream> <client> <check> [intermittent]`` per line (shell-style wildcards),
+    ``#`` comments."""
     entries = []
     for number, raw in enumerate(path.read_text().splitlines(), start=1):
         line = raw.split("#", 1)[0].split()
         if not line:
             continue
-        if len(line) != 3:
-            raise SystemExit(f"{path}:{number}: want '<upstream> <client> <check>', got {raw!r}")
-        upstream, client, check = line
-        entries.append(Expected(upstream, client, check, line=number))
+        intermittent = len(line) == 4 and line[3] == "intermittent"
+        if len(line) != 3 and not intermittent:
+            raise SystemExit(
+                f"{path}:{number}: want '<upstream> <client> <check> [intermittent]', got {raw!r}"
+            )
+        upstream, client, check = line[:3]
+        entries.append(Expected(upstream, client, check, line=number, intermittent=intermittent))
     return entries
 
 
@@ -378,7 +385,7 @@ def compare(
             entry.matched = True
         if not hits:
             unexpected.append(verdict)
-    return unexpected, [entry for entry in expected if not entry.matched]
+    return unexpected, [entry for entry in expected if not entry.matched and not entry.intermittent]
 
 
 def render(verdicts: list[Verdict]) -> str:

@@ -150,6 +150,16 @@ def test_an_expected_entry_covers_matching_failures_and_one_that_matches_none_is
     assert [(e.upstream, e.check, e.line) for e in stale] == [("py1-sse", "once", 4)]
 
 
+def test_an_intermittent_entry_tolerates_its_failure_and_is_never_stale(tmp_path: Path):
+    path = tmp_path / "expected.txt"
+    path.write_text("everything-http  ts-sse  progress  intermittent\n")
+    failing = [Verdict("everything-http", "ts-sse", "progress", "fail")]
+    passing = [Verdict("everything-http", "ts-sse", "progress", "pass")]
+
+    assert compare(failing, read_expected(path)) == ([], [])
+    assert compare(passing, read_expected(path)) == ([], [])
+
+
 def test_a_malformed_expected_entry_stops_the_run(tmp_path: Path):
     path = tmp_path / "expected.txt"
     path.write_text("ts-eventstore text\n")
@@ -157,7 +167,7 @@ def test_a_malformed_expected_entry_stops_the_run(tmp_path: Path):
     try:
         read_expected(path)
     except SystemExit as error:
-        assert "want '<upstream> <client> <check>'" in str(error)
+        assert "want '<upstream> <client> <check> [intermittent]'" in str(error)
     else:
         raise AssertionError("a two-field entry was accepted")
 
