@@ -3,6 +3,7 @@ shared by the admin UI and the REST API."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ from connections.upstream import (
     definition_hash,
 )
 from oauth.models import Organization
+
+logger = logging.getLogger(__name__)
 
 
 class _Unset:
@@ -1277,6 +1280,17 @@ def connection_check_health(*, connection: Connection, user: Any = None) -> Heal
         snapshot = async_to_sync(catalog_fetch_checked)(target)
     except UpstreamError as error:
         failure = error
+    except Exception as error:
+        # Whatever an upstream does, a check ends as a recorded failure, never a 500
+        # for the admin who asked for it; the exception stays in the check's detail.
+        logger.warning(
+            "Health check of connection %s failed unexpectedly: %r", connection.pk, error
+        )
+        failure = UpstreamError(
+            "protocol",
+            "The check failed unexpectedly.",
+            detail=f"{type(error).__name__}: {error}"[:1000],
+        )
     latency_ms = int((time.monotonic() - started) * 1000)
     now = timezone.now()
     if snapshot is not None:
