@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import urllib.request
 from urllib.error import URLError
 
 import httpx
+import pytest
 
 
 def free_port() -> int:
@@ -69,3 +71,10 @@ def mcp_handshake(url: str, token: str, *, version: str = "2025-11-25") -> dict[
     initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
     assert httpx.post(url, headers=session, json=initialized, timeout=30).status_code == 202
     return session
+
+
+# Two gateway instances reach each other's streams only through a shared channel layer.
+needs_redis = pytest.mark.skipif(
+    not os.environ.get("REDIS_URL"),
+    reason="instances share streams and events through Redis: run with REDIS_URL (CI does)",
+)

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 
 import httpx
-import pytest
 
-needs_redis = pytest.mark.skipif(
-    not os.environ.get("REDIS_URL"),
-    reason="instances share pushes and ended sessions through Redis: run with REDIS_URL (CI does)",
-)
+from tests.helpers import needs_redis
+
 INIT = {
     "jsonrpc": "2.0",
     "id": 1,

@@ -31,7 +31,7 @@ from connections.services import connection_check_health, connection_create
 from endpoints.services import endpoint_create, endpoint_entries_set_enabled
 from tests.connections.conftest import _start, _stop
 from tests.factories import ConnectionFactory
-from tests.helpers import free_port, mcp_handshake, wait_for_port
+from tests.helpers import free_port, mcp_handshake, needs_redis, wait_for_port
 from tests.transport.test_changes import toggle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,11 +40,6 @@ EVERYTHING = PEERS / "node_modules" / "@modelcontextprotocol" / "server-everythi
 NODE = shutil.which("node")
 ONE_MIB = 1024 * 1024
 LONG_RUN = "everything__trigger-long-running-operation"
-
-needs_redis = pytest.mark.skipif(
-    not os.environ.get("REDIS_URL"),
-    reason="two instances reach one stream through Redis: run with REDIS_URL (CI does)",
-)
 
 
 # --- upstreams and endpoints ------------------------------------------------------------------
